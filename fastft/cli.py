@@ -1,0 +1,90 @@
+"""The `fastft` command line."""
+import sys
+from pathlib import Path
+
+import click
+from rich.console import Console
+
+from .config.loader import load_recipe
+from .errors import FastftError
+
+DEBUG_OVERRIDES = (
+    "dataset.max_train_samples=50",
+    "dataset.max_eval_samples=10",
+    "training.epochs=1",
+    "training.max_steps=-1",
+    "training.batch_size=2",
+    "training.eval_batch_size=2",
+    "training.grad_accum=1",
+    "logging.report_to=[]",
+)
+
+_err = Console(stderr=True, highlight=False)
+
+
+def fail(error: FastftError) -> None:
+    _err.print(f"[bold red]fastft error[/bold red] {error}", markup=True, soft_wrap=True)
+    sys.exit(error.exit_code)
+
+
+class Group(click.Group):
+    """Turns every FastftError raised by a command into one message and exit code 2."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except FastftError as error:
+            fail(error)
+
+
+def recipe_overrides(sets, use_qlora, instruction_augmentation, debug) -> list[str]:
+    """Flags become `--set` items, applied after the recipe's own `--set`s, so flags win."""
+    items = list(sets)
+    if use_qlora is not None:
+        items.append(f"model.quantization={'nf4' if use_qlora else 'none'}")
+    if instruction_augmentation:
+        items.append("dataset.instruction_augmentation=true")
+    if debug:
+        items.extend(DEBUG_OVERRIDES)
+    return items
+
+
+_set_option = click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="override a recipe value, e.g. training.learning_rate=1e-4 (repeatable)")
+
+
+@click.group(cls=Group)
+@click.version_option(package_name="fastft")
+def main():
+    """fastft: LoRA/QLoRA fine-tuning of causal language models from YAML recipes."""
+
+
+@main.command()
+@click.argument("recipe", type=click.Path(path_type=Path))
+@_set_option
+def validate(recipe, sets):
+    """Check a recipe (inheritance, overrides, schema) without loading a model."""
+    loaded = load_recipe(recipe, sets)
+    click.echo(f"{recipe}: ok (experiment {loaded.experiment}, model {loaded.model.name})")
+
+
+@main.command()
+@click.argument("recipe", type=click.Path(path_type=Path))
+@_set_option
+@click.option("--use-qlora/--no-qlora", default=None, help="4-bit NF4 QLoRA on or off (default: as the recipe says)")
+@click.option("--instruction-augmentation", is_flag=True, help="render each training example with 5 instruction phrasings")
+@click.option("--debug", is_flag=True, help="50 train / 10 eval examples, 1 epoch, batch 2, no external loggers")
+def run(recipe, sets, use_qlora, instruction_augmentation, debug):
+    """Fine-tune a model as the RECIPE says."""
+    from .runlog import RunLog
+    from .training.run import run as run_recipe
+
+    loaded = load_recipe(recipe, recipe_overrides(sets, use_qlora, instruction_augmentation, debug))
+    log = RunLog(loaded.output.logs_dir, loaded.experiment, Console(stderr=True))
+    try:
+        run_recipe(loaded, recipe, log)
+    finally:
+        log.close()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,94 @@
+"""The recipe schema: one pydantic model drives validation, `--set` typing and the defaults users see."""
+from typing import Literal, Optional, Union
+
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, field_validator
+
+SEVEN_PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+DType = Literal["auto", "float32", "bfloat16", "float16"]
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ModelSection(Section):
+    name: str = Field(description="hub id, local folder, or embedded:gemma3-270m")
+    backend: Literal["hf", "unsloth", "auto"] = "hf"
+    dtype: DType = Field("auto", description="weights/compute dtype; auto = bf16 on a GPU that has it, else fp32")
+    quantization: Literal["none", "nf4"] = "none"
+    attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] = "sdpa"
+    trust_remote_code: bool = False
+
+
+class LoraSection(Section):
+    r: PositiveInt = 16
+    alpha: float = Field(32, gt=0)
+    dropout: float = Field(0.05, ge=0, lt=1)
+    target_modules: Union[list[str], Literal["all-linear"]] = Field(default_factory=lambda: list(SEVEN_PROJECTIONS))
+    bias: Literal["none", "all", "lora_only"] = "none"
+
+    @field_validator("target_modules")
+    @classmethod
+    def _non_empty(cls, value):
+        if isinstance(value, list) and not value:
+            raise ValueError("needs at least one module name, or 'all-linear'")
+        return value
+
+
+class QloraSection(Section):
+    quant_type: Literal["nf4", "fp4"] = "nf4"
+    double_quant: bool = True
+    compute_dtype: Literal["bfloat16", "float16", "float32"] = "bfloat16"
+
+
+class DatasetSection(Section):
+    train: str = Field(description="training file (csv, jsonl, json, parquet) relative to the recipe's project")
+    eval: Optional[str] = None
+    task: Literal["summary", "instruction"] = "summary"
+    format_type: Literal["chat", "instruction"] = "chat"
+    columns: dict[str, str] = Field(default_factory=dict, description="task field -> column name in the file")
+    system_prompt: Optional[str] = None
+    max_prompt_tokens: PositiveInt = 1024
+    max_answer_tokens: PositiveInt = 200
+    max_train_samples: Optional[PositiveInt] = None
+    max_eval_samples: Optional[PositiveInt] = None
+    instruction_augmentation: bool = False
+
+
+class TrainingSection(Section):
+    epochs: float = Field(3, gt=0)
+    max_steps: int = Field(-1, description="> 0 overrides epochs")
+    batch_size: PositiveInt = 8
+    eval_batch_size: Optional[PositiveInt] = None
+    grad_accum: PositiveInt = 8
+    learning_rate: float = Field(2e-5, gt=0)
+    lr_scheduler: Literal["cosine", "linear", "constant", "constant_with_warmup"] = "cosine"
+    warmup_ratio: float = Field(0.1, ge=0, lt=1)
+    weight_decay: float = Field(0.1, ge=0)
+    max_grad_norm: float = Field(1.2, gt=0)
+    gradient_checkpointing: bool = True
+    optimizer: str = Field("auto", description="auto = paged_adamw_32bit on CUDA, adamw_torch otherwise")
+    logging_steps: PositiveInt = 10
+    save_total_limit: PositiveInt = 2
+    eval_before_training: bool = True
+
+
+class OutputSection(Section):
+    dir: str = "outputs"
+    logs_dir: str = "logs"
+
+
+class LoggingSection(Section):
+    report_to: list[Literal["tensorboard", "wandb", "mlflow"]] = Field(default_factory=list)
+
+
+class Recipe(Section):
+    experiment: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    seed: int = 42
+    model: ModelSection
+    lora: LoraSection = Field(default_factory=LoraSection)
+    qlora: QloraSection = Field(default_factory=QloraSection)
+    dataset: DatasetSection
+    training: TrainingSection = Field(default_factory=TrainingSection)
+    output: OutputSection = Field(default_factory=OutputSection)
+    logging: LoggingSection = Field(default_factory=LoggingSection)

@@ -1,0 +1,28 @@
+"""Everything between a recipe's model section and a LoRA-wrapped model ready to train.
+
+The tokenizer is prepared first and on its own, so data problems surface before any weights are loaded.
+"""
+from ..data.chat_templates import template_for
+from .chat_tokens import add_chat_tokens
+from .loader import LoadedModel, add_lora, count_params, device_name, load_base_model, load_tokenizer, resolve_source
+
+
+def prepare_tokenizer(recipe, progress=print):
+    """(source, tokenizer, ids of chat tokens added to it)."""
+    source = resolve_source(recipe.model.name, progress)
+    tokenizer = load_tokenizer(source, recipe.model.trust_remote_code)
+    new_ids = []
+    if recipe.dataset.format_type == "chat":
+        template = template_for(tokenizer)
+        tokenizer.chat_template = template  # saved with the adapter, so inference renders the same turns
+        new_ids = add_chat_tokens(tokenizer, template)
+    return source, tokenizer, new_ids
+
+
+def build_model(recipe, source: str, tokenizer, new_ids: list[int]) -> LoadedModel:
+    model, dtype = load_base_model(recipe.model, recipe.qlora, source)
+    if new_ids:
+        model.resize_token_embeddings(len(tokenizer))
+    model = add_lora(model, recipe.lora, recipe.model.quantization == "nf4", recipe.training.gradient_checkpointing, new_ids)
+    trainable, total = count_params(model)
+    return LoadedModel(model, tokenizer, source, device_name(), dtype, trainable, total)

@@ -1,0 +1,110 @@
+"""Load a causal LM and its tokenizer from a hub id, a local folder or the embedded default, then wrap it in LoRA."""
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ..errors import FastftError
+from .embedded import is_embedded, resolve_embedded
+
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@dataclass
+class LoadedModel:
+    model: object
+    tokenizer: object
+    source: str
+    device: str
+    dtype: torch.dtype
+    trainable_params: int
+    total_params: int
+
+
+def device_name() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def resolve_dtype(name: str) -> torch.dtype:
+    if name != "auto":
+        return _DTYPES[name]
+    if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return torch.float32  # CPU matmuls are fastest and exact in fp32
+
+
+def resolve_source(name: str, progress=print) -> str:
+    if is_embedded(name):
+        return str(resolve_embedded(name, progress))
+    return name
+
+
+def load_tokenizer(source: str, trust_remote_code: bool = False):
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
+    except OSError as exc:
+        raise _not_found(source, exc) from None
+    if tokenizer.pad_token is None:
+        # A dedicated pad token keeps padding distinguishable from the trained end-of-sequence token.
+        pad = "<|finetune_right_pad_id|>" if "<|finetune_right_pad_id|>" in tokenizer.get_vocab() else tokenizer.eos_token
+        tokenizer.pad_token = pad
+    tokenizer.padding_side = "right"
+    return tokenizer
+
+
+def _not_found(source: str, exc: Exception) -> FastftError:
+    where = "local folder" if Path(source).exists() else "hub id (no network here means it must be in the local cache)"
+    return FastftError(
+        f"cannot load model {source!r} as a {where}: {str(exc).splitlines()[0][:200]}",
+        hint="set model.name to a local checkpoint folder, a cached hub id, or embedded:gemma3-270m",
+    )
+
+
+def load_base_model(model_cfg, qlora_cfg, source: str):
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+    dtype = resolve_dtype(model_cfg.dtype)
+    kwargs = {"dtype": dtype, "attn_implementation": model_cfg.attn_implementation, "trust_remote_code": model_cfg.trust_remote_code}
+    if model_cfg.quantization == "nf4":
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type=qlora_cfg.quant_type,
+            bnb_4bit_use_double_quant=qlora_cfg.double_quant,
+            bnb_4bit_compute_dtype=_DTYPES[qlora_cfg.compute_dtype],
+        )
+        if torch.cuda.is_available():
+            kwargs["device_map"] = {"": 0}
+    try:
+        model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
+    except OSError as exc:
+        raise _not_found(source, exc) from None
+    return model, dtype
+
+
+def add_lora(model, lora_cfg, quantized: bool, gradient_checkpointing: bool, new_token_ids: list[int]):
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+
+    if quantized:
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing)
+    config = LoraConfig(
+        r=lora_cfg.r,
+        lora_alpha=lora_cfg.alpha,
+        lora_dropout=lora_cfg.dropout,
+        target_modules=lora_cfg.target_modules,
+        bias=lora_cfg.bias,
+        task_type="CAUSAL_LM",
+        # Rows added for missing chat tokens start untrained; train just those rows, not the whole embedding.
+        trainable_token_indices={"embed_tokens": new_token_ids} if new_token_ids else None,
+    )
+    try:
+        return get_peft_model(model, config)
+    except ValueError as exc:
+        raise FastftError(f"LoRA setup failed: {exc}", where="lora.target_modules", hint="name modules that exist in this model, or use all-linear") from None
+
+
+def count_params(model) -> tuple[int, int]:
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    return trainable, total

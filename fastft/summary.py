@@ -1,0 +1,56 @@
+"""What a run prints: the start-up summary and the final table of metrics and paths."""
+import platform
+
+import torch
+
+
+def _versions() -> str:
+    import peft
+    import transformers
+    import trl
+
+    return f"python {platform.python_version()}, torch {torch.__version__}, transformers {transformers.__version__}, peft {peft.__version__}, trl {trl.__version__}"
+
+
+def model_summary(log, recipe, loaded, optimizer: str, args) -> None:
+    t = recipe.training
+    share = 100.0 * loaded.trainable_params / max(loaded.total_params, 1)
+    quant = f"QLoRA {recipe.qlora.quant_type} (compute {recipe.qlora.compute_dtype})" if recipe.model.quantization == "nf4" else "LoRA"
+    log(f"[bold]fastft run[/bold] {recipe.experiment}")
+    log(f"  model      {recipe.model.name} ({loaded.source})")
+    log(f"  method     {quant}, r={recipe.lora.r}, alpha={recipe.lora.alpha:g}, dropout={recipe.lora.dropout:g}, targets={recipe.lora.target_modules}")
+    log(f"  parameters {loaded.trainable_params:,} trained / {loaded.total_params:,} total ({share:.2f}%)")
+    log(f"  batch      {t.batch_size} x {t.grad_accum} accumulation = {t.batch_size * t.grad_accum} per step, lr {t.learning_rate:g} {t.lr_scheduler}")
+    log(f"  device     {loaded.device}, dtype {str(loaded.dtype).replace('torch.', '')}, optimizer {optimizer}, gradient checkpointing {'on' if args.gradient_checkpointing else 'off'}")
+    log(f"  versions   {_versions()}")
+
+
+def data_summary(log, train, evaluation) -> None:
+    for name, split in (("train", train), ("eval", evaluation)):
+        if split is None:
+            continue
+        s = split.stats
+        lengths = [len(ids) for ids in split.dataset["input_ids"]]
+        trained = sum(sum(1 for label in labels if label != -100) for labels in split.dataset["labels"])
+        log(
+            f"  data {name:5s} {len(split.dataset)} examples from {s.total} rendered ({split.path}); "
+            f"{sum(lengths):,} tokens, {trained:,} trained ({100.0 * trained / max(sum(lengths), 1):.1f}%), "
+            f"max length {max(lengths)}; prompt truncated {s.prompt_truncated}, answer truncated {s.answer_truncated}, dropped {len(s.dropped)}"
+        )
+        for example_id, reason in s.dropped[:5]:
+            log(f"    dropped {example_id}: {reason}")
+
+
+def print_metrics(log, result) -> None:
+    from rich.table import Table
+
+    table = Table(title="fastft run finished", show_header=True)
+    table.add_column("what")
+    table.add_column("value")
+    for key, value in result.metrics.items():
+        table.add_row(key, f"{value:.4f}" if isinstance(value, float) else str(value))
+    table.add_row("final model", str(result.final_model))
+    table.add_row("output folder", str(result.output_dir))
+    table.add_row("log file", str(result.log_file))
+    log.console.print(table)
+    log(f"final model: {result.final_model}; log: {result.log_file}")

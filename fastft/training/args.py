@@ -1,0 +1,51 @@
+"""Recipe training section -> TRL SFTConfig."""
+import torch
+
+
+def optimizer_name(name: str) -> str:
+    if name != "auto":
+        return name
+    # The seed's paged optimizer needs CUDA; plain AdamW is the CPU equivalent.
+    return "paged_adamw_32bit" if torch.cuda.is_available() else "adamw_torch"
+
+
+def sft_config(recipe, output_dir: str, has_eval: bool, compute_dtype: torch.dtype):
+    from trl import SFTConfig
+
+    t = recipe.training
+    on_gpu = torch.cuda.is_available()
+    per_epoch = "epoch" if has_eval else "no"
+    return SFTConfig(
+        output_dir=output_dir,
+        num_train_epochs=t.epochs,
+        max_steps=t.max_steps,
+        per_device_train_batch_size=t.batch_size,
+        per_device_eval_batch_size=t.eval_batch_size or t.batch_size,
+        gradient_accumulation_steps=t.grad_accum,
+        learning_rate=t.learning_rate,
+        lr_scheduler_type=t.lr_scheduler,
+        warmup_steps=t.warmup_ratio,  # a float in [0, 1) is a ratio of the total steps
+        weight_decay=t.weight_decay,
+        max_grad_norm=t.max_grad_norm,
+        gradient_checkpointing=t.gradient_checkpointing,
+        optim=optimizer_name(t.optimizer),
+        logging_steps=t.logging_steps,
+        logging_first_step=True,
+        eval_strategy=per_epoch,
+        save_strategy=per_epoch,
+        save_total_limit=t.save_total_limit,
+        load_best_model_at_end=has_eval,
+        metric_for_best_model="eval_loss" if has_eval else None,
+        greater_is_better=False,
+        prediction_loss_only=True,
+        bf16=on_gpu and compute_dtype == torch.bfloat16,
+        fp16=on_gpu and compute_dtype == torch.float16,
+        report_to=list(recipe.logging.report_to) or "none",
+        seed=recipe.seed,
+        data_seed=recipe.seed,
+        max_length=None,  # fastft's encoder already applied the token budget
+        packing=False,
+        remove_unused_columns=False,
+        dataset_kwargs={"skip_prepare_dataset": True},
+        save_only_model=False,
+    )

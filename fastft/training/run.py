@@ -1,0 +1,81 @@
+"""`fastft run`: recipe -> data -> model -> train -> evaluate -> save. Components live in their own modules."""
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+from transformers import TrainerCallback
+
+from ..data.collator import PadCollator
+from ..data.pipeline import build_splits
+from ..models.build import build_model, prepare_tokenizer
+from ..runlog import RunLog
+from ..summary import data_summary, model_summary, print_metrics
+from .args import optimizer_name, sft_config
+from .trainer import FastftTrainer
+
+
+@dataclass
+class RunResult:
+    output_dir: Path
+    final_model: Path
+    log_file: Path
+    metrics: dict = field(default_factory=dict)
+
+
+class _LogToRunLog(TrainerCallback):
+    def __init__(self, log: RunLog):
+        self.log = log
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if logs:
+            shown = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in logs.items())
+            self.log(f"step {state.global_step}: {shown}")
+
+
+def run(recipe, recipe_file: Path | None, log: RunLog) -> RunResult:
+    # Everything that can fail on user input (tokenizer, data) runs before anything is written.
+    source, tokenizer, new_ids = prepare_tokenizer(recipe, log)
+    train, evaluation = build_splits(recipe.dataset, tokenizer, recipe_file, progress=_progress)
+    output_dir = Path(recipe.output.dir) / recipe.experiment
+    output_dir.mkdir(parents=True, exist_ok=True)
+    log.open()
+    (output_dir / "resolved_recipe.yaml").write_text(yaml.safe_dump(recipe.model_dump(), allow_unicode=True, sort_keys=False), encoding="utf-8")
+
+    loaded = build_model(recipe, source, tokenizer, new_ids)
+    args = sft_config(recipe, str(output_dir / "checkpoints"), evaluation is not None, loaded.dtype)
+    model_summary(log, recipe, loaded, optimizer_name(recipe.training.optimizer), args)
+    data_summary(log, train, evaluation)
+
+    trainer = FastftTrainer(
+        model=loaded.model,
+        args=args,
+        train_dataset=train.dataset,
+        eval_dataset=evaluation.dataset if evaluation else None,
+        processing_class=tokenizer,
+        data_collator=PadCollator(tokenizer.pad_token_id),
+        callbacks=[_LogToRunLog(log)],
+    )
+    metrics = {}
+    if evaluation and recipe.training.eval_before_training:
+        metrics["eval_loss_before"] = trainer.evaluate()["eval_loss"]
+        log(f"eval loss before training: {metrics['eval_loss_before']:.4f}")
+    train_out = trainer.train()
+    metrics.update(train_loss=train_out.training_loss, train_runtime_s=train_out.metrics.get("train_runtime"))
+    if evaluation:
+        metrics["eval_loss_after"] = trainer.evaluate()["eval_loss"]
+        log(f"eval loss after training: {metrics['eval_loss_after']:.4f}")
+
+    final_model = output_dir / "final_model"
+    trainer.save_model(str(final_model))
+    tokenizer.save_pretrained(str(final_model))
+    (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2), encoding="utf-8")
+    result = RunResult(output_dir, final_model, log.path, metrics)
+    print_metrics(log, result)
+    return result
+
+
+def _progress(iterable, desc: str):
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, desc=desc, leave=False)

