@@ -1,0 +1,40 @@
+"""CLI messages: one clear line, exit code 2, no traceback."""
+from click.testing import CliRunner
+
+from fastft.cli import DEBUG_OVERRIDES, main, recipe_overrides
+from fastft.config.loader import load_recipe
+from tests.factories import REPO
+
+DEFAULT = REPO / "recipes" / "gemma3_270m_ko_summary.yaml"
+
+
+def test_validate_ok():
+    result = CliRunner().invoke(main, ["validate", str(DEFAULT)])
+    assert result.exit_code == 0 and "ok" in result.output
+
+
+def test_validate_reports_problems_with_exit_2():
+    result = CliRunner().invoke(main, ["validate", str(DEFAULT), "--set", "training.epocs=2"])
+    assert result.exit_code == 2
+    assert "did you mean 'training.epochs'?" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_missing_recipe_file():
+    result = CliRunner().invoke(main, ["validate", "no/such.yaml"])
+    assert result.exit_code == 2 and "recipe file not found" in result.output
+
+
+def test_flags_become_overrides_that_win():
+    items = recipe_overrides(["model.quantization=none"], True, True, True)
+    recipe = load_recipe(DEFAULT, items)
+    assert recipe.model.quantization == "nf4"
+    assert recipe.dataset.instruction_augmentation
+    assert (recipe.dataset.max_train_samples, recipe.dataset.max_eval_samples) == (50, 10)
+    assert (recipe.training.epochs, recipe.training.batch_size, recipe.logging.report_to) == (1, 2, [])
+    assert set(DEBUG_OVERRIDES) <= set(items)
+
+
+def test_no_qlora_flag_turns_quantization_off():
+    recipe = load_recipe(REPO / "recipes" / "qwen3_4b_summary.yaml", recipe_overrides([], False, False, False))
+    assert recipe.model.quantization == "none"
