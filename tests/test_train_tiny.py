@@ -53,3 +53,14 @@ def test_cli_bad_data_column_exits_2_and_writes_nothing(tmp_path, tiny_llama):
     assert "lacks column(s) 'dialog' -> did you mean 'dialogue'?" in result.output
     assert "Traceback" not in result.output
     assert not (tmp_path / "outputs").exists() and not (tmp_path / "logs").exists()
+
+
+def test_cli_qlora_run_on_cpu(tmp_path, tiny_llama):
+    """4-bit NF4 base + LoRA through bitsandbytes on the CPU: trains and saves an adapter."""
+    result = CliRunner().invoke(main, [
+        "run", str(recipe_for(tmp_path, tiny_llama)), "--use-qlora", "--set", "qlora.compute_dtype=float32",
+        "--set", "dataset.max_train_samples=8", "--set", "dataset.max_eval_samples=4", "--set", "training.epochs=1",
+    ])
+    assert result.exit_code == 0, result.output
+    assert "QLoRA nf4" in result.output
+    assert (tmp_path / "outputs" / "tiny" / "final_model" / "adapter_model.safetensors").exists()
