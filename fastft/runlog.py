@@ -18,7 +18,7 @@ class RunLog:
         self._file = self.path.open("a", encoding="utf-8")  # append: a resumed run keeps its history
 
     def __call__(self, message: str) -> None:
-        self.console.print(message, highlight=False)
+        self.console.print(message, highlight=False, soft_wrap=True)
         if self._file:
             self._file.write(f"{datetime.now().isoformat(timespec='seconds')} {_plain(message)}\n")
             self._file.flush()

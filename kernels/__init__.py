@@ -4,3 +4,20 @@ Importable with only torch and triton installed; nothing here imports fastft.
 CUDA tensors run Triton; CPU tensors run the PyTorch path unless TRITON_INTERPRET=1 or
 FASTFT_KERNEL_BACKEND=triton (FASTFT_KERNEL_BACKEND=torch forces PyTorch everywhere).
 """
+from .activations import geglu, swiglu
+from .cross_entropy import cross_entropy
+from .linear_cross_entropy import linear_cross_entropy
+from .lora import lora_linear, lora_mlp
+from .rms_norm import rms_norm
+from .rope import apply_rope
+
+__all__ = [
+    "apply_rope",
+    "cross_entropy",
+    "geglu",
+    "linear_cross_entropy",
+    "lora_linear",
+    "lora_mlp",
+    "rms_norm",
+    "swiglu",
+]

@@ -47,5 +47,5 @@ def sft_config(recipe, output_dir: str, has_eval: bool, compute_dtype: torch.dty
         packing=False,
         remove_unused_columns=False,
         dataset_kwargs={"skip_prepare_dataset": True},
-        save_only_model=False,
+        dataloader_pin_memory=on_gpu,
     )

@@ -7,8 +7,7 @@ import torch
 from torch import nn
 
 from ..data.encode import IGNORE_INDEX
-from ..kernels.cross_entropy import cross_entropy
-from ..kernels.linear_cross_entropy import linear_cross_entropy
+from ..kernels import cross_entropy, linear_cross_entropy
 
 
 def causal_lm_of(model):

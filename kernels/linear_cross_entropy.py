@@ -1,0 +1,113 @@
+"""Cross-entropy of a linear head (hidden @ weight.T + bias) without ever holding the [N, V] logits.
+
+Rows whose label is ignored are dropped before the matmul; the kept rows go through the head in chunks of
+at most `chunk_size` rows, and each chunk's logits are turned in place into their gradient (Triton kernel or
+its PyTorch twin) and immediately contracted into the hidden / weight / bias gradients. For the scalar
+reductions that happens in the forward and backward only scales; for "none" the backward recomputes the
+chunks with the per-row grad_output folded in.
+"""
+import torch
+
+from .cross_entropy import ce_rows, check_args, chunk_bounds, loss_grad_scale, reduce_losses
+
+
+def _add_matmul_(acc, a, b):
+    """acc += a @ b with an fp32 accumulator; half operands multiply in their own dtype (tensor cores)."""
+    if acc.dtype == a.dtype:
+        acc.addmm_(a, b)
+    else:
+        acc.add_(torch.mm(a, b))
+
+
+def _chunked_pass(h, weight, bias, labels, ignore_index, softcap, chunk_size, row_scale, needs):
+    """Losses of the kept rows h[n, H] and, for each True in needs (hidden, weight, bias), that gradient:
+    d sum_r(row_scale[r] * loss_r) -- hidden in its dtype, weight and bias accumulated in fp32."""
+    need_h, need_w, need_b = needs
+    n_rows, n_vocab = h.shape[0], weight.shape[0]
+    losses = torch.empty(n_rows, dtype=torch.float32, device=h.device)
+    grad_h = torch.empty_like(h) if need_h else None
+    grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=h.device) if need_w else None
+    grad_b = torch.zeros(n_vocab, dtype=torch.float32, device=h.device) if need_b else None
+    want_grad = any(needs)
+    for s, e in chunk_bounds(n_rows, n_vocab, chunk_size):
+        h_chunk = h[s:e]
+        logits = h_chunk @ weight.t() if bias is None else torch.addmm(bias, h_chunk, weight.t())
+        scale = None if row_scale is None else row_scale[s:e]
+        losses[s:e] = ce_rows(logits, labels[s:e], ignore_index, softcap,
+                              grad=logits if want_grad else None, row_scale=scale)
+        if need_h:
+            torch.mm(logits, weight, out=grad_h[s:e])
+        if need_w:
+            _add_matmul_(grad_w, logits.t(), h_chunk)
+        if need_b:
+            grad_b.add_(logits.sum(dim=0, dtype=torch.float32))
+    return losses, grad_h, grad_w, grad_b
+
+
+class _LinearCrossEntropy(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, hidden, weight, bias, labels, ignore_index, reduction, softcap, chunk_size, grad_enabled):
+        flat_labels = labels.reshape(-1)
+        valid = flat_labels != ignore_index
+        kept = valid.nonzero().squeeze(1)
+        n_valid = valid.sum()
+        h = hidden.reshape(-1, hidden.shape[-1]).index_select(0, kept)
+        y = flat_labels.index_select(0, kept)
+        needs = tuple(grad_enabled and need for need in ctx.needs_input_grad[:3])
+        args = (ignore_index, softcap, chunk_size)
+        ctx.reduction, ctx.args, ctx.needs = reduction, args, needs
+        ctx.hidden_shape, ctx.weight_dtype = hidden.shape, weight.dtype
+        ctx.bias_dtype = None if bias is None else bias.dtype
+
+        if reduction == "none":
+            losses = _chunked_pass(h, weight, bias, y, *args, None, (False, False, False))[0]
+            ctx.save_for_backward(kept, h, weight, bias, y)
+            return losses.new_zeros(flat_labels.shape).index_copy_(0, kept, losses).view(labels.shape)
+        losses, *grads = _chunked_pass(h, weight, bias, y, *args, None, needs)
+        ctx.save_for_backward(kept, n_valid, *grads)
+        return reduce_losses(losses, n_valid, reduction)
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        if ctx.reduction == "none":
+            kept, h, weight, bias, y = ctx.saved_tensors
+            row_scale = grad_output.reshape(-1).index_select(0, kept).to(torch.float32)
+            _, grad_h, grad_w, grad_b = _chunked_pass(h, weight, bias, y, *ctx.args, row_scale, ctx.needs)
+        else:
+            kept, n_valid, grad_h, grad_w, grad_b = ctx.saved_tensors
+            scale = loss_grad_scale(grad_output, n_valid, ctx.reduction)
+            for grad in (grad_h, grad_w, grad_b):
+                if grad is not None:
+                    grad.mul_(scale)
+
+        grad_hidden = grad_weight = grad_bias = None
+        if grad_h is not None:
+            rows = grad_h.new_zeros((ctx.hidden_shape.numel() // ctx.hidden_shape[-1], grad_h.shape[1]))
+            grad_hidden = rows.index_copy_(0, kept, grad_h).view(ctx.hidden_shape)
+        if grad_w is not None:
+            grad_weight = grad_w.to(ctx.weight_dtype)
+        if grad_b is not None:
+            grad_bias = grad_b.to(ctx.bias_dtype)
+        return grad_hidden, grad_weight, grad_bias, None, None, None, None, None, None
+
+
+def linear_cross_entropy(hidden, weight, labels, bias=None, ignore_index: int = -100, reduction: str = "mean",
+                         softcap=None, chunk_size=None):
+    """cross_entropy(hidden @ weight.T + bias, labels) without materialising the [N, V] logits.
+
+    hidden[N, H] (or [..., H]), weight[V, H], bias[V] or None, labels[N] (or [...]) already aligned with the
+    rows: no shift happens here. Rows labelled ignore_index are dropped before the matmul (this reads the
+    number of kept rows on the host: one device sync). chunk_size: kept rows per chunk (default: a fixed
+    budget of CHUNK_ELEMENTS logits, so extra memory is about chunk_rows x V, never N x V).
+    softcap and reduction as in cross_entropy: "mean" is 0 with zero gradients when every label is ignored;
+    the loss is float32. Weight and bias gradients are only computed when they require grad. With
+    "mean"/"sum" the gradients are computed during the forward and backward can run once per forward.
+    """
+    check_args(reduction, softcap)
+    if chunk_size is not None and chunk_size < 1:
+        raise ValueError(f"chunk_size={chunk_size!r}; expected a positive number of rows or None")
+    if labels.shape != hidden.shape[:-1]:
+        raise ValueError(f"labels shape {tuple(labels.shape)} does not match hidden {tuple(hidden.shape)}")
+    # Inside forward, needs_input_grad ignores no_grad mode: pass it so evaluation skips the gradient matmuls.
+    return _LinearCrossEntropy.apply(hidden, weight, bias, labels, ignore_index, reduction, softcap, chunk_size,
+                                     torch.is_grad_enabled())

@@ -1,0 +1,61 @@
+"""Rotary position embedding in the rotate_half convention of Hugging Face Llama, Qwen and Gemma.
+
+apply_rope(q, k, cos, sin) equals transformers' apply_rotary_pos_emb(q, k, cos, sin): the math runs in fp32 on
+cos/sin exactly as given, with one rounding at the end to the dtype torch's type promotion gives there
+(q's dtype when cos/sin already have it, as Hugging Face rotary embeddings return them).
+q and k keep their layout (the [B, T, H, D].transpose(1, 2) views attention code makes are read in place).
+cos/sin are not differentiated.
+"""
+import torch
+
+from . import triton_rope
+from ._backend import use_triton
+
+
+def torch_rope_rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, out_dtype: torch.dtype, adjoint: bool):
+    """The Triton kernel's algorithm in PyTorch: x[B, H, T, D], cos/sin[B, T, D] -> rotated x in out_dtype."""
+    half = x.shape[-1] // 2
+    cos, sin = cos.float().unsqueeze(1), sin.float().unsqueeze(1)
+    if adjoint:  # transpose of x -> x * cos + rotate_half(x) * sin
+        sin = -sin.roll(half, dims=-1)
+    x = x.float()
+    rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+    return rotated.mul_(sin).addcmul_(x, cos).to(out_dtype)
+
+
+class RoPEFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, q, k, cos, sin, triton_path):
+        rotate = triton_rope.rope_rotate if triton_path else torch_rope_rotate
+        table_dtype = torch.promote_types(cos.dtype, sin.dtype)
+        q_out = rotate(q, cos, sin, torch.promote_types(q.dtype, table_dtype), adjoint=False)
+        k_out = rotate(k, cos, sin, torch.promote_types(k.dtype, table_dtype), adjoint=False)
+        ctx.save_for_backward(cos, sin)
+        ctx.config = (q.dtype, k.dtype, triton_path)
+        return q_out, k_out
+
+    @staticmethod
+    def backward(ctx, dq_out, dk_out):
+        cos, sin = ctx.saved_tensors
+        q_dtype, k_dtype, triton_path = ctx.config
+        rotate = triton_rope.rope_rotate if triton_path else torch_rope_rotate
+        dq = rotate(dq_out, cos, sin, q_dtype, adjoint=True) if ctx.needs_input_grad[0] else None
+        dk = rotate(dk_out, cos, sin, k_dtype, adjoint=True) if ctx.needs_input_grad[1] else None
+        return dq, dk, None, None, None
+
+
+def apply_rope(q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor):
+    """(q[B, Hq, T, D], k[B, Hk, T, D], cos/sin[B, T, D]) -> (q_rot, k_rot); Hq may differ from Hk.
+
+    cos/sin may also have batch size 1 (or no batch dim): they are broadcast over the batch without a copy.
+    """
+    if q.dim() != 4 or k.dim() != 4:
+        raise ValueError(f"apply_rope: q and k must be [B, H, T, D], got {tuple(q.shape)} and {tuple(k.shape)}")
+    batch, _, seq_len, head_dim = q.shape
+    if head_dim % 2 or k.shape[0] != batch or k.shape[2:] != q.shape[2:]:
+        raise ValueError(f"apply_rope: q {tuple(q.shape)} and k {tuple(k.shape)} need the same B, T and an even D")
+    if cos.shape[-2:] != (seq_len, head_dim) or sin.shape != cos.shape:
+        raise ValueError(f"apply_rope: cos/sin {tuple(cos.shape)}, {tuple(sin.shape)} "
+                         f"do not match [B, {seq_len}, {head_dim}]")
+    cos, sin = cos.expand(batch, seq_len, head_dim), sin.expand(batch, seq_len, head_dim)
+    return RoPEFunction.apply(q, k, cos, sin, use_triton(q, k, cos, sin))

@@ -1,0 +1,155 @@
+"""linear_cross_entropy (Triton CE under the interpreter, and the PyTorch path) against
+F.cross_entropy(hidden @ weight.T + bias, labels)."""
+import importlib
+
+import pytest
+import torch
+
+from tests.kernels.test_cross_entropy import (IGNORE, SOFTCAP, assert_all_close, loss_and_grads, make_labels,
+                                              reference_loss, run_backend, spy_on_row_kernels)
+
+lce_mod = importlib.import_module("fastft.kernels.linear_cross_entropy")
+ce_mod = importlib.import_module("fastft.kernels.cross_entropy")
+linear_cross_entropy = lce_mod.linear_cross_entropy
+
+
+def _head(n, hidden_size, vocab, dtype, seed, ignore_ratio=0.3, bias=True):
+    gen = torch.Generator().manual_seed(seed)
+    hidden = torch.randn(n, hidden_size, generator=gen).to(dtype).requires_grad_()
+    weight = (torch.randn(vocab, hidden_size, generator=gen) * 0.5).to(dtype).requires_grad_()
+    b = (torch.randn(vocab, generator=gen) * 0.5).to(dtype).requires_grad_() if bias else None
+    return hidden, weight, b, make_labels(n, vocab, ignore_ratio, gen)
+
+
+def _reference(labels, reduction, softcap):
+    def ref(hidden, weight, bias=None):
+        logits = hidden.float() @ weight.float().T
+        logits = logits if bias is None else logits + bias.float()
+        return reference_loss(logits, labels, reduction, softcap)
+    return ref
+
+
+def _ours(labels, reduction, softcap, chunk_size):
+    def ours(hidden, weight, bias=None):
+        return linear_cross_entropy(hidden, weight, labels, bias, IGNORE, reduction, softcap, chunk_size)
+    return ours
+
+
+NAMES = ["loss", "grad_hidden", "grad_weight", "grad_bias"]
+
+
+@pytest.mark.parametrize("softcap", [None, SOFTCAP])
+@pytest.mark.parametrize("ignore_ratio", [0.0, 0.9, 1.0])
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_fp32_both_paths_match_torch(monkeypatch, reduction, ignore_ratio, softcap):
+    """chunk_size=7 splits the kept rows (29 or 3) unevenly."""
+    hidden, weight, bias, labels = _head(29, 24, 515, torch.float32, seed=11, ignore_ratio=ignore_ratio)
+    inputs = [hidden, weight, bias]
+    ref = loss_and_grads(_reference(labels, reduction, softcap), inputs)
+    ours = _ours(labels, reduction, softcap, chunk_size=7)
+    on_torch = run_backend(monkeypatch, "torch", ours, inputs)
+    on_triton = run_backend(monkeypatch, "triton", ours, inputs)
+    assert_all_close(on_torch, ref, torch.float32, NAMES)
+    assert_all_close(on_triton, ref, torch.float32, NAMES)
+    assert_all_close(on_triton, on_torch, torch.float32, NAMES)
+
+
+@pytest.mark.parametrize("backend", ["torch", "triton"])
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision(monkeypatch, backend, dtype):
+    """Half head against the fp32 reference on the same values; gradients come back in the input dtypes."""
+    hidden, weight, bias, labels = _head(33, 40, 389, dtype, seed=12)
+    inputs = [hidden, weight, bias]
+    ref = loss_and_grads(_reference(labels, "mean", SOFTCAP), inputs)
+    ours = run_backend(monkeypatch, backend, _ours(labels, "mean", SOFTCAP, chunk_size=10), inputs)
+    assert ours[0].dtype == torch.float32 and all(g.dtype == dtype for g in ours[1:])
+    assert_all_close(ours, ref, dtype, NAMES)
+
+
+@pytest.mark.parametrize("softcap", [None, 30.0])
+def test_gemma_sized_vocab_triton(monkeypatch, softcap):
+    hidden, weight, _, _ = _head(4, 8, 262_144, torch.float32, seed=13, bias=False)
+    labels = torch.tensor([3, IGNORE, 262_143, 100_000])
+    inputs = [hidden, weight]
+    ref = loss_and_grads(_reference(labels, "mean", softcap), inputs)
+    ours = run_backend(monkeypatch, "triton", _ours(labels, "mean", softcap, chunk_size=2), inputs)
+    assert_all_close(ours, ref, torch.float32, NAMES[:3])
+
+
+@pytest.mark.parametrize("backend", ["torch", "triton"])
+def test_leading_dims_strided_weight_default_chunks(monkeypatch, backend):
+    """hidden[B, T, H] sliced as hidden[:, :-1] (the shifted causal-LM call), labels[B, T], a weight that is a
+    transposed view, and the default chunking."""
+    gen = torch.Generator().manual_seed(14)
+    hidden = torch.randn(2, 8, 16, generator=gen)[:, :-1].requires_grad_()
+    weight = torch.randn(16, 203, generator=gen).t().requires_grad_()
+    labels = make_labels(14, 203, 0.4, gen).view(2, 7)
+    ref_fn = _reference(labels.view(-1), "none", None)
+    ref = loss_and_grads(lambda h, w: ref_fn(h.reshape(-1, 16), w).view(2, 7), [hidden, weight])
+    ours = run_backend(monkeypatch, backend, _ours(labels, "none", None, chunk_size=None), [hidden, weight])
+    assert_all_close(ours, ref, torch.float32, NAMES[:3])
+
+
+@pytest.mark.parametrize("reduction", ["mean", "none"])
+def test_frozen_head_skips_weight_gradient(monkeypatch, reduction):
+    """A frozen (e.g. tied) LM head costs no grad_weight matmul; with grad it is accumulated once per chunk."""
+    calls = []
+    real = lce_mod._add_matmul_
+    monkeypatch.setattr(lce_mod, "_add_matmul_", lambda *a: calls.append(1) or real(*a))
+    hidden, weight, _, labels = _head(20, 8, 97, torch.float32, seed=15, ignore_ratio=0.0, bias=False)
+    weight.requires_grad_(False)
+    linear_cross_entropy(hidden, weight, labels, reduction=reduction, chunk_size=6).sum().backward()
+    assert calls == [] and hidden.grad is not None
+    weight.requires_grad_(True)
+    with torch.no_grad():  # evaluation: no gradient work although the inputs require grad
+        linear_cross_entropy(hidden, weight, labels, reduction=reduction, chunk_size=6)
+    assert calls == []
+    linear_cross_entropy(hidden, weight, labels, reduction=reduction, chunk_size=6).sum().backward()
+    assert len(calls) == 4 and weight.grad is not None
+
+
+def test_all_ignored_mean_is_zero_with_zero_grads(monkeypatch):
+    for backend in ("torch", "triton"):
+        monkeypatch.setenv("FASTFT_KERNEL_BACKEND", backend)
+        hidden, weight, bias, _ = _head(6, 8, 50, torch.float32, seed=16)
+        loss = linear_cross_entropy(hidden, weight, torch.full((6,), IGNORE), bias)
+        loss.backward()
+        assert loss.item() == 0.0
+        for t in (hidden, weight, bias):
+            assert torch.equal(t.grad, torch.zeros_like(t))
+
+
+@pytest.mark.parametrize("backend", ["torch", "triton"])
+def test_dispatch_follows_backend_env(monkeypatch, backend):
+    calls = spy_on_row_kernels(monkeypatch, backend)
+    hidden, weight, _, labels = _head(9, 8, 31, torch.float32, seed=17, ignore_ratio=0.0, bias=False)
+    linear_cross_entropy(hidden, weight, labels, chunk_size=5)
+    assert calls == [f"ce_rows_{backend}"] * 2
+
+
+def test_chunk_bounds_are_set_by_shape():
+    assert ce_mod.chunk_bounds(10, 50, 4) == [(0, 4), (4, 8), (8, 10)]
+    vocab = 262_144
+    bounds = ce_mod.chunk_bounds(410, vocab)
+    assert bounds == ce_mod.chunk_bounds(410, vocab) and bounds[0][0] == 0 and bounds[-1][1] == 410
+    assert all(a[1] == b[0] for a, b in zip(bounds, bounds[1:]))
+    assert max(e - s for s, e in bounds) * vocab <= ce_mod.CHUNK_ELEMENTS
+    assert ce_mod.chunk_bounds(0, vocab) == []
+
+
+def test_rejects_bad_arguments():
+    hidden, weight, _, labels = _head(4, 8, 31, torch.float32, seed=18, bias=False)
+    with pytest.raises(ValueError, match="chunk_size"):
+        linear_cross_entropy(hidden, weight, labels, chunk_size=0)
+    with pytest.raises(ValueError, match="labels shape"):
+        linear_cross_entropy(hidden, weight, labels[:3])
+    with pytest.raises(ValueError, match="reduction"):
+        linear_cross_entropy(hidden, weight, labels, reduction="avg")
+
+
+def test_single_row_chunks():
+    """chunk_size=1: every kept row is its own chunk; the weight gradient is the sum over all of them."""
+    hidden, weight, bias, labels = _head(11, 12, 64, torch.float32, seed=19)
+    ref = loss_and_grads(_reference(labels, "sum", None), [hidden, weight, bias])
+    ours = loss_and_grads(_ours(labels, "sum", None, chunk_size=1), [hidden, weight, bias])
+    assert_all_close(ours, ref, torch.float32, NAMES)
