@@ -64,3 +64,18 @@ def test_cli_qlora_run_on_cpu(tmp_path, tiny_llama):
     assert result.exit_code == 0, result.output
     assert "QLoRA nf4" in result.output
     assert (tmp_path / "outputs" / "tiny" / "final_model" / "adapter_model.safetensors").exists()
+
+
+def test_loss_kernel_off_gives_the_same_eval_loss_through_the_plain_path(tmp_path, tiny_llama):
+    """kernels.loss: false runs transformers' own full-logits loss; before training both must agree."""
+    losses = {}
+    for fused in ("true", "false"):
+        folder = tmp_path / fused
+        folder.mkdir()
+        result = CliRunner().invoke(main, [
+            "run", str(recipe_for(folder, tiny_llama)), "--set", f"kernels.loss={fused}", "--set", "training.epochs=1",
+            "--set", "dataset.max_train_samples=8", "--set", "dataset.max_eval_samples=8",
+        ])
+        assert result.exit_code == 0, result.output
+        losses[fused] = json.loads((folder / "outputs" / "tiny" / "metrics.json").read_text())["eval_loss_before"]
+    assert losses["true"] == pytest.approx(losses["false"], rel=1e-5)

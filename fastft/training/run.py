@@ -55,6 +55,7 @@ def run(recipe, recipe_file: Path | None, log: RunLog) -> RunResult:
         processing_class=tokenizer,
         data_collator=PadCollator(tokenizer.pad_token_id),
         callbacks=[_LogToRunLog(log)],
+        fused_loss=recipe.kernels.loss,
     )
     metrics = {}
     if evaluation and recipe.training.eval_before_training:
