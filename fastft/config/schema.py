@@ -73,6 +73,16 @@ class TrainingSection(Section):
     eval_before_training: bool = True
 
 
+class KernelsSection(Section):
+    """Which fastft kernels replace the model's own code; each falls back to the plain path where unsupported."""
+
+    lora: bool = True
+    rope: bool = True
+    rms_norm: bool = True
+    mlp: bool = True
+    loss: bool = True
+
+
 class OutputSection(Section):
     dir: str = "outputs"
     logs_dir: str = "logs"
@@ -90,5 +100,6 @@ class Recipe(Section):
     qlora: QloraSection = Field(default_factory=QloraSection)
     dataset: DatasetSection
     training: TrainingSection = Field(default_factory=TrainingSection)
+    kernels: KernelsSection = Field(default_factory=KernelsSection)
     output: OutputSection = Field(default_factory=OutputSection)
     logging: LoggingSection = Field(default_factory=LoggingSection)
