@@ -70,18 +70,33 @@ def validate(recipe, sets):
 @main.command()
 @click.argument("recipe", type=click.Path(path_type=Path))
 @_set_option
+@click.option("-n", "count", type=click.IntRange(min=0), default=3, show_default=True, help="how many training examples to show")
+def preview(recipe, sets, count):
+    """Show training examples as the model sees them (trained tokens highlighted) and the data statistics, without loading model weights."""
+    from .data.preview import preview as show_preview
+
+    show_preview(load_recipe(recipe, sets), recipe, count, Console(highlight=False))
+
+
+@main.command()
+@click.argument("recipe", type=click.Path(path_type=Path))
+@_set_option
 @click.option("--use-qlora/--no-qlora", default=None, help="4-bit NF4 QLoRA on or off (default: as the recipe says)")
 @click.option("--instruction-augmentation", is_flag=True, help="render each training example with 5 instruction phrasings")
 @click.option("--debug", is_flag=True, help="50 train / 10 eval examples, 1 epoch, batch 2, no external loggers")
-def run(recipe, sets, use_qlora, instruction_augmentation, debug):
+@click.option("--resume", is_flag=True, help="continue the run in the output folder from its last checkpoint")
+@click.option("--overwrite", is_flag=True, help="delete the output folder's earlier run and start over")
+def run(recipe, sets, use_qlora, instruction_augmentation, debug, resume, overwrite):
     """Fine-tune a model as the RECIPE says."""
     from .runlog import RunLog
     from .training.run import run as run_recipe
 
+    if resume and overwrite:
+        raise FastftError("--resume and --overwrite contradict each other", hint="pass one of them")
     loaded = load_recipe(recipe, recipe_overrides(sets, use_qlora, instruction_augmentation, debug))
     log = RunLog(loaded.output.logs_dir, loaded.experiment, Console(stderr=True))
     try:
-        run_recipe(loaded, recipe, log)
+        run_recipe(loaded, recipe, log, mode="resume" if resume else "overwrite" if overwrite else "new")
     finally:
         log.close()
 

@@ -79,3 +79,31 @@ def test_loss_kernel_off_gives_the_same_eval_loss_through_the_plain_path(tmp_pat
         assert result.exit_code == 0, result.output
         losses[fused] = json.loads((folder / "outputs" / "tiny" / "metrics.json").read_text())["eval_loss_before"]
     assert losses["true"] == pytest.approx(losses["false"], rel=1e-5)
+
+
+def test_existing_output_is_never_overwritten_silently_and_resume_continues(tmp_path, tiny_llama):
+    recipe = str(recipe_for(tmp_path, tiny_llama))
+    small = ["--set", "dataset.max_train_samples=8", "--set", "dataset.max_eval_samples=4", "--set", "training.epochs=1"]
+    first = CliRunner().invoke(main, ["run", recipe, *small])
+    assert first.exit_code == 0, first.output
+    adapter = tmp_path / "outputs" / "tiny" / "final_model" / "adapter_model.safetensors"
+    before = adapter.read_bytes()
+
+    again = CliRunner().invoke(main, ["run", recipe, *small])
+    assert again.exit_code == 2
+    assert "already holds a run" in again.output and "--resume" in again.output and "--overwrite" in again.output
+    assert adapter.read_bytes() == before
+
+    changed = CliRunner().invoke(main, ["run", recipe, *small, "--set", "training.learning_rate=0.1", "--resume"])
+    assert changed.exit_code == 2 and "the recipe differs" in changed.output
+
+    both = CliRunner().invoke(main, ["run", recipe, *small, "--resume", "--overwrite"])
+    assert both.exit_code == 2 and "contradict" in both.output
+
+    resumed = CliRunner().invoke(main, ["run", recipe, *small, "--resume"])
+    assert resumed.exit_code == 0, resumed.output
+    assert "resuming from" in resumed.output and "checkpoint-" in resumed.output
+    assert len(list((tmp_path / "outputs" / "tiny" / "attempts").glob("*_resolved_recipe.yaml"))) >= 1
+
+    fresh = CliRunner().invoke(main, ["run", recipe, *small, "--overwrite"])
+    assert fresh.exit_code == 0, fresh.output

@@ -3,7 +3,6 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
 from transformers import TrainerCallback
 
 from ..data.collator import PadCollator
@@ -12,6 +11,7 @@ from ..models.build import build_model, prepare_tokenizer
 from ..runlog import RunLog
 from ..summary import data_summary, model_summary, print_metrics
 from .args import optimizer_name, sft_config
+from .outputs import CHECKPOINTS, check_output_dir, open_output_dir
 from .trainer import FastftTrainer
 
 
@@ -33,17 +33,17 @@ class _LogToRunLog(TrainerCallback):
             self.log(f"step {state.global_step}: {shown}")
 
 
-def run(recipe, recipe_file: Path | None, log: RunLog) -> RunResult:
-    # Everything that can fail on user input (tokenizer, data) runs before anything is written.
+def run(recipe, recipe_file: Path | None, log: RunLog, mode: str = "new") -> RunResult:
+    # Everything that can fail on user input (output folder, tokenizer, data) runs before anything is written.
+    output_dir = Path(recipe.output.dir) / recipe.experiment
+    resume_from = check_output_dir(output_dir, recipe, mode)
     source, tokenizer, new_ids = prepare_tokenizer(recipe, log)
     train, evaluation = build_splits(recipe.dataset, tokenizer, recipe_file, progress=_progress)
-    output_dir = Path(recipe.output.dir) / recipe.experiment
-    output_dir.mkdir(parents=True, exist_ok=True)
+    open_output_dir(output_dir, recipe, mode)
     log.open()
-    (output_dir / "resolved_recipe.yaml").write_text(yaml.safe_dump(recipe.model_dump(), allow_unicode=True, sort_keys=False), encoding="utf-8")
 
     loaded = build_model(recipe, source, tokenizer, new_ids)
-    args = sft_config(recipe, str(output_dir / "checkpoints"), evaluation is not None, loaded.dtype)
+    args = sft_config(recipe, str(output_dir / CHECKPOINTS), evaluation is not None, loaded.dtype)
     model_summary(log, recipe, loaded, optimizer_name(recipe.training.optimizer), args)
     data_summary(log, train, evaluation)
 
@@ -58,10 +58,12 @@ def run(recipe, recipe_file: Path | None, log: RunLog) -> RunResult:
         fused_loss=recipe.kernels.loss,
     )
     metrics = {}
-    if evaluation and recipe.training.eval_before_training:
+    if evaluation and recipe.training.eval_before_training and resume_from is None:
         metrics["eval_loss_before"] = trainer.evaluate()["eval_loss"]
         log(f"eval loss before training: {metrics['eval_loss_before']:.4f}")
-    train_out = trainer.train()
+    if resume_from:
+        log(f"resuming from {resume_from}")
+    train_out = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     metrics.update(train_loss=train_out.training_loss, train_runtime_s=train_out.metrics.get("train_runtime"))
     if evaluation:
         metrics["eval_loss_after"] = trainer.evaluate()["eval_loss"]

@@ -1,0 +1,55 @@
+"""The run's output folder: never silently overwritten, resumable, every attempt's recipe kept."""
+import shutil
+from datetime import datetime
+from pathlib import Path
+
+import yaml
+
+from ..errors import FastftError
+
+RECIPE_FILE = "resolved_recipe.yaml"
+CHECKPOINTS = "checkpoints"
+MODES = ("new", "resume", "overwrite")
+
+
+def recipe_yaml(recipe) -> str:
+    return yaml.safe_dump(recipe.model_dump(), allow_unicode=True, sort_keys=False)
+
+
+def last_checkpoint(output_dir: Path) -> Path | None:
+    """The newest complete Trainer checkpoint (checkpoint-<step> folders holding trainer_state.json)."""
+    found = [p for p in (output_dir / CHECKPOINTS).glob("checkpoint-*") if (p / "trainer_state.json").exists()]
+    return max(found, key=lambda p: int(p.name.rsplit("-", 1)[1]), default=None)
+
+
+def check_output_dir(output_dir: Path, recipe, mode: str) -> Path | None:
+    """Decide what a run may do with its folder, before anything is written. Returns the checkpoint to resume."""
+    exists = output_dir.exists() and any(output_dir.iterdir())
+    if mode == "resume":
+        if not exists:
+            raise FastftError(f"nothing to resume: {output_dir} does not exist", hint="run without --resume to start it")
+        saved = (output_dir / RECIPE_FILE).read_text(encoding="utf-8") if (output_dir / RECIPE_FILE).exists() else None
+        if saved != recipe_yaml(recipe):
+            raise FastftError(
+                f"--resume: the recipe differs from the one {output_dir} was trained with",
+                hint=f"compare with {output_dir / RECIPE_FILE}, or pass --overwrite to start over",
+            )
+        return last_checkpoint(output_dir)
+    if exists and mode != "overwrite":
+        raise FastftError(
+            f"the output folder {output_dir} already holds a run",
+            hint="pass --resume to continue it, --overwrite to replace it, or set another experiment name",
+        )
+    return None
+
+
+def open_output_dir(output_dir: Path, recipe, mode: str) -> None:
+    """Create (or, with overwrite, empty) the folder and record this attempt's resolved recipe."""
+    if mode == "overwrite" and output_dir.exists():
+        shutil.rmtree(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    text = recipe_yaml(recipe)
+    (output_dir / RECIPE_FILE).write_text(text, encoding="utf-8")
+    attempt = datetime.now().strftime("%Y%m%d_%H%M%S")
+    (output_dir / "attempts").mkdir(exist_ok=True)
+    (output_dir / "attempts" / f"{attempt}_{RECIPE_FILE}").write_text(text, encoding="utf-8")
