@@ -101,5 +101,17 @@ def run(recipe, sets, use_qlora, instruction_augmentation, debug, resume, overwr
         log.close()
 
 
+@main.command()
+@click.option("--adapter", required=True, type=click.Path(path_type=Path), help="adapter folder of a run (outputs/<experiment>/final_model)")
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="new or empty folder for the merged checkpoint")
+@click.option("--dtype", default="bf16", show_default=True, help="bf16, fp16 or fp32 (or bfloat16/float16/float32)")
+@click.option("--base", default=None, help="base model (default: the one in adapter_config.json)")
+def merge(adapter, out, dtype, base):
+    """Merge a LoRA/QLoRA adapter into its base and save safetensors that AutoModelForCausalLM loads."""
+    from .export import merge_adapter
+
+    click.echo(f"merged model saved to {merge_adapter(adapter, out, dtype, base)}")
+
+
 if __name__ == "__main__":
     main()

@@ -38,3 +38,10 @@ def test_flags_become_overrides_that_win():
 def test_no_qlora_flag_turns_quantization_off():
     recipe = load_recipe(REPO / "recipes" / "qwen3_4b_summary.yaml", recipe_overrides([], False, False, False))
     assert recipe.model.quantization == "none"
+
+
+def test_merge_missing_adapter_is_one_clear_message(tmp_path):
+    result = CliRunner().invoke(main, ["merge", "--adapter", str(tmp_path / "nope"), "--out", str(tmp_path / "merged")])
+    assert result.exit_code == 2
+    assert "the adapter folder does not exist" in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "merged").exists()
