@@ -107,3 +107,28 @@ def test_existing_output_is_never_overwritten_silently_and_resume_continues(tmp_
 
     fresh = CliRunner().invoke(main, ["run", recipe, *small, "--overwrite"])
     assert fresh.exit_code == 0, fresh.output
+
+
+def test_added_chat_tokens_are_trained_and_saved_with_the_adapter(tmp_path):
+    """A tokenizer without any chat markers gets ChatML's tokens; their embedding rows must reload trained."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from tests.factories import tiny_bpe_tokenizer
+
+    model_dir = tiny_llama_checkpoint(tmp_path / "plain", tiny_bpe_tokenizer(specials=["<s>", "</s>"]))
+    result = CliRunner().invoke(main, ["run", str(recipe_for(tmp_path, model_dir)), "--set", "dataset.max_train_samples=8",
+                                       "--set", "dataset.max_eval_samples=4", "--set", "training.epochs=1"])
+    assert result.exit_code == 0, result.output
+    final = tmp_path / "outputs" / "tiny" / "final_model"
+    tokenizer = AutoTokenizer.from_pretrained(final)
+    new_ids = tokenizer.convert_tokens_to_ids(["<|im_start|>", "<|im_end|>"])
+    assert min(new_ids) >= AutoTokenizer.from_pretrained(model_dir).vocab_size
+    base = AutoModelForCausalLM.from_pretrained(model_dir)
+    base.resize_token_embeddings(len(tokenizer))
+    untrained = base.get_input_embeddings().weight[new_ids].detach().clone()
+    fresh_head = base.get_output_embeddings().weight[new_ids].detach().clone()  # random rows of this process's resize
+    merged = PeftModel.from_pretrained(base, final).merge_and_unload()
+    assert not torch.allclose(merged.get_input_embeddings().weight[new_ids], untrained)
+    # The untied head's new rows come from the training run's resize, saved with the adapter, not from ours.
+    assert not torch.allclose(merged.get_output_embeddings().weight[new_ids], fresh_head)

@@ -71,6 +71,8 @@ def run(recipe, recipe_file: Path | None, log: RunLog, mode: str = "new") -> Run
 
     final_model = output_dir / "final_model"
     trainer.save_model(str(final_model))
+    if new_ids:  # PEFT saves resized embeddings only when it can read the base config; make sure the new rows travel
+        trainer.model.save_pretrained(str(final_model), save_embedding_layers=True)
     tokenizer.save_pretrained(str(final_model))
     (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2), encoding="utf-8")
     result = RunResult(output_dir, final_model, log.path, metrics)
