@@ -44,7 +44,7 @@ class QloraSection(Section):
 class DatasetSection(Section):
     train: str = Field(description="training file (csv, jsonl, json, parquet) relative to the recipe's project")
     eval: Optional[str] = None
-    task: Literal["summary", "instruction"] = "summary"
+    task: Literal["summary", "instruction", "qa", "classification", "chat"] = "summary"
     format_type: Literal["chat", "instruction"] = "chat"
     columns: dict[str, str] = Field(default_factory=dict, description="task field -> column name in the file")
     system_prompt: Optional[str] = None
@@ -53,6 +53,7 @@ class DatasetSection(Section):
     max_train_samples: Optional[PositiveInt] = None
     max_eval_samples: Optional[PositiveInt] = None
     instruction_augmentation: bool = False
+    packing: bool = Field(False, description="several short training examples per row, kept apart by position ids")
 
 
 class TrainingSection(Section):

@@ -1,4 +1,8 @@
-"""Pad a batch on the right: pad_token_id in input_ids, -100 in labels, 0 in the attention mask."""
+"""Pad a batch on the right: pad_token_id in input_ids, -100 in labels, 0 in the attention mask.
+
+Packed rows (with position_ids) get no attention mask: transformers separates their examples by the position
+ids instead (see packing.py). Their padding continues as one more short sequence that nothing attends to.
+"""
 import torch
 
 from .encode import IGNORE_INDEX
@@ -13,14 +17,20 @@ class PadCollator:
         longest = max(len(f["input_ids"]) for f in features)
         if self.pad_to_multiple_of:
             longest = -(-longest // self.pad_to_multiple_of) * self.pad_to_multiple_of
+        packed = "position_ids" in features[0]
         batch = {
             "input_ids": torch.full((len(features), longest), self.pad_token_id, dtype=torch.long),
             "labels": torch.full((len(features), longest), IGNORE_INDEX, dtype=torch.long),
-            "attention_mask": torch.zeros((len(features), longest), dtype=torch.long),
         }
+        key = "position_ids" if packed else "attention_mask"
+        batch[key] = torch.zeros((len(features), longest), dtype=torch.long)
         for row, feature in enumerate(features):
             n = len(feature["input_ids"])
             batch["input_ids"][row, :n] = torch.tensor(feature["input_ids"])
             batch["labels"][row, :n] = torch.tensor(feature["labels"])
-            batch["attention_mask"][row, :n] = 1
+            if packed:
+                batch["position_ids"][row, :n] = torch.tensor(feature["position_ids"])
+                batch["position_ids"][row, n:] = torch.arange(longest - n)
+            else:
+                batch["attention_mask"][row, :n] = 1
         return batch

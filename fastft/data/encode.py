@@ -1,8 +1,8 @@
-"""Tokenize rendered examples into input_ids and labels: prompt masked, answer kept, prompt cut from the left."""
+"""Tokenize rendered examples into input_ids and labels: prompt masked, answers kept, prompt cut from the left."""
 from dataclasses import dataclass, field
 
 from .formats import Example
-from .render import Renderer
+from .render import Piece, Renderer
 
 IGNORE_INDEX = -100
 
@@ -19,6 +19,12 @@ class EncodeStats:
         return self.total - len(self.dropped)
 
 
+@dataclass
+class _Tokens:
+    ids: list[int]
+    piece: Piece
+
+
 class Encoder:
     def __init__(self, renderer: Renderer, max_prompt_tokens: int, max_answer_tokens: int):
         self.renderer = renderer
@@ -29,18 +35,28 @@ class Encoder:
     def _ids(self, text: str) -> list[int]:
         return self.tokenizer(text, add_special_tokens=False)["input_ids"] if text else []
 
-    def prompt_ids(self, example: Example, budget: int | None = None) -> tuple[list[int], bool] | None:
-        """Prompt tokens within `budget` (default max_prompt_tokens), body cut from the left.
-        Returns (ids, truncated), or None when the template and instruction alone exceed the budget."""
-        budget = self.max_prompt_tokens if budget is None else budget
-        head, body, tail = (self._ids(part) for part in self.renderer.prompt_parts(example))
-        room = budget - len(head) - len(tail)
-        if room < 0 or (room == 0 and body):
+    def _fit(self, example: Example, budget: int) -> tuple[list[_Tokens], bool] | None:
+        """Prompt tokens per piece within `budget`, cuttable pieces losing tokens from the left in order.
+        Returns (pieces, truncated), or None when the fixed parts alone leave no room for any cuttable token."""
+        pieces = [_Tokens(self._ids(piece.text), piece) for piece in self.renderer.prompt_pieces(example)]
+        excess = sum(len(p.ids) for p in pieces) - budget
+        if excess <= 0:
+            return pieces, False
+        if excess >= sum(len(p.ids) for p in pieces if p.piece.cuttable):
             return None
-        truncated = len(body) > room
-        if truncated:
-            body = body[len(body) - room:]
-        return head + body + tail, truncated
+        for part in pieces:
+            if part.piece.cuttable and excess > 0:
+                cut = min(excess, len(part.ids))
+                part.ids, excess = part.ids[cut:], excess - cut
+        return pieces, True
+
+    def prompt_ids(self, example: Example, budget: int | None = None) -> tuple[list[int], bool] | None:
+        """The generation prompt within `budget` (default max_prompt_tokens): (ids, truncated), or None."""
+        fitted = self._fit(example, self.max_prompt_tokens if budget is None else budget)
+        if fitted is None:
+            return None
+        pieces, truncated = fitted
+        return [token for part in pieces for token in part.ids], truncated
 
     def encode(self, example: Example, stats: EncodeStats) -> dict | None:
         """input_ids/labels for one example, or None (recorded in stats) when it cannot be trained."""
@@ -53,14 +69,14 @@ class Encoder:
             answer = answer[: self.max_answer_tokens]
             stats.answer_truncated += 1
         # The answer never gives up tokens to the prompt; a short answer leaves its unused budget to the prompt.
-        prompt = self.prompt_ids(example, self.max_prompt_tokens + self.max_answer_tokens - len(answer))
-        if prompt is None:
+        fitted = self._fit(example, self.max_prompt_tokens + self.max_answer_tokens - len(answer))
+        if fitted is None:
             stats.dropped.append((example.id, "instruction and template alone exceed max_prompt_tokens"))
             return None
-        prompt_ids, truncated = prompt
+        pieces, truncated = fitted
         stats.prompt_truncated += truncated
-        return {
-            "input_ids": prompt_ids + answer,
-            "labels": [IGNORE_INDEX] * len(prompt_ids) + answer,
-            "example_id": example.id,
-        }
+        input_ids, labels = [], []
+        for part in pieces:
+            input_ids += part.ids
+            labels += part.ids if part.piece.trained else [IGNORE_INDEX] * len(part.ids)
+        return {"input_ids": input_ids + answer, "labels": labels + answer, "example_id": example.id}

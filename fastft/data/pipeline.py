@@ -4,9 +4,10 @@ from pathlib import Path
 
 from ..errors import FastftError
 from .encode import EncodeStats, Encoder
-from .formats import TaskFormat, get_format
+from .formats import RowError, TaskFormat, get_format
+from .packing import pack
 from .render import Renderer
-from .sources import check_columns, check_strings, load_rows, resolve_data_path
+from .sources import Source, check_columns, check_strings, load_rows, resolve_data_path
 
 
 @dataclass
@@ -21,42 +22,66 @@ def build_encoder(dataset_cfg, tokenizer) -> Encoder:
     return Encoder(renderer, dataset_cfg.max_prompt_tokens, dataset_cfg.max_answer_tokens)
 
 
-def build_splits(dataset_cfg, tokenizer, recipe_file: Path | None, progress=None) -> tuple[Split, Split | None]:
+def build_task(dataset_cfg) -> TaskFormat:
     task = get_format(dataset_cfg.task, dataset_cfg.columns)
+    if dataset_cfg.instruction_augmentation and len(task.instructions) < 2:
+        raise FastftError(
+            f"instruction augmentation needs instruction phrasings, and task {dataset_cfg.task!r} takes its prompt from the data",
+            where="dataset.instruction_augmentation",
+            hint="turn it off, or use a task with phrasings: summary, qa, classification",
+        )
+    return task
+
+
+def open_split(task: TaskFormat, value: str, label: str, recipe_file, limit) -> Source:
+    source = load_rows(resolve_data_path(value, recipe_file), label)
+    check_columns(source, task.required_columns())
+    if limit and limit < len(source.rows):
+        source.rows = source.rows.select(range(limit))
+    return source
+
+
+def examples(task: TaskFormat, source: Source, augment: bool, progress=None):
+    """An Example for every row, once per instruction phrasing when augmenting."""
+    instructions = (task.instructions if augment else task.instructions[:1]) or (None,)
+    text_columns = task.text_columns()
+    rows = progress(source.rows, desc=f"Tokenizing {source.label}") if progress else source.rows
+    for index, row in enumerate(rows):
+        check_strings(source, row, index, text_columns)
+        for instruction in instructions:
+            try:
+                yield task.build(row, index, instruction)
+            except RowError as exc:
+                raise FastftError(f"{source.where(index)}: {exc}", hint=exc.hint) from None
+
+
+def build_splits(dataset_cfg, tokenizer, recipe_file: Path | None, progress=None) -> tuple[Split, Split | None]:
+    task = build_task(dataset_cfg)
     encoder = build_encoder(dataset_cfg, tokenizer)
-    train = _build_split(
-        task, encoder, dataset_cfg.train, "dataset.train", recipe_file,
-        dataset_cfg.max_train_samples, dataset_cfg.instruction_augmentation, progress,
-    )
-    evaluation = None
-    if dataset_cfg.eval:
-        # Evaluation data is never augmented: its loss must stay comparable across runs.
-        evaluation = _build_split(task, encoder, dataset_cfg.eval, "dataset.eval", recipe_file, dataset_cfg.max_eval_samples, False, progress)
+    train_source = open_split(task, dataset_cfg.train, "dataset.train", recipe_file, dataset_cfg.max_train_samples)
+    eval_source = None
+    if dataset_cfg.eval:  # opened before encoding anything, so a bad eval file fails fast
+        eval_source = open_split(task, dataset_cfg.eval, "dataset.eval", recipe_file, dataset_cfg.max_eval_samples)
+    pack_to = dataset_cfg.max_prompt_tokens + dataset_cfg.max_answer_tokens if dataset_cfg.packing else None
+    train = encode_split(task, encoder, train_source, dataset_cfg.instruction_augmentation, progress, pack_to)
+    # Evaluation data is never augmented (its loss must stay comparable across runs) nor packed (packing
+    # leaves the loss unchanged, and unpacked rows keep per-example ids for inspection).
+    evaluation = encode_split(task, encoder, eval_source, False, progress) if eval_source else None
     return train, evaluation
 
 
-def _build_split(task: TaskFormat, encoder: Encoder, value: str, label: str, recipe_file, limit, augment, progress) -> Split:
+def encode_split(task: TaskFormat, encoder: Encoder, source: Source, augment: bool, progress=None, pack_to: int | None = None) -> Split:
     import datasets
 
-    path = resolve_data_path(value, recipe_file)
-    rows = load_rows(path, label)
-    check_columns(rows, task.required_columns(), path, label)
-    if limit:
-        rows = rows.select(range(min(limit, len(rows))))
-    instructions = task.instructions if augment else task.instructions[:1]
     stats, encoded = EncodeStats(), []
-    text_columns = list(task.columns.values())
-    iterator = progress(rows, desc=f"Tokenizing {label}") if progress else rows
-    for index, row in enumerate(iterator):
-        check_strings(row, text_columns, task.row_id(row, index), path, label)
-        for instruction in instructions or (None,):
-            record = encoder.encode(task.build(row, index, instruction), stats)
-            if record is not None:
-                encoded.append(record)
+    for example in examples(task, source, augment, progress):
+        record = encoder.encode(example, stats)
+        if record is not None:
+            encoded.append(record)
     if not encoded:
         reasons = sorted({reason for _, reason in stats.dropped})
         raise FastftError(
-            f"{label}: none of the {stats.total} examples in {path} can be trained ({'; '.join(reasons)})",
+            f"{source.label}: none of the {stats.total} examples in {source.path} can be trained ({'; '.join(reasons)})",
             hint="check the answer column and the token limits dataset.max_prompt_tokens / max_answer_tokens",
         )
-    return Split(datasets.Dataset.from_list(encoded), stats, path)
+    return Split(datasets.Dataset.from_list(pack(encoded, pack_to) if pack_to else encoded), stats, source.path)

@@ -18,7 +18,11 @@ def causal_lm_of(model):
 def labelled_hidden_states(model, inputs: dict) -> tuple[torch.Tensor, torch.Tensor]:
     """Final hidden states at positions whose next token is labelled, and those labels (already shifted)."""
     decoder = causal_lm_of(model).get_decoder()
-    hidden = decoder(input_ids=inputs["input_ids"], attention_mask=inputs.get("attention_mask"), use_cache=False).last_hidden_state
+    # position_ids keep packed examples apart (they restart per example); None for ordinary padded rows.
+    hidden = decoder(
+        input_ids=inputs["input_ids"], attention_mask=inputs.get("attention_mask"),
+        position_ids=inputs.get("position_ids"), use_cache=False,
+    ).last_hidden_state
     targets = inputs["labels"][:, 1:]
     keep = targets != IGNORE_INDEX
     return hidden[:, :-1][keep], targets[keep]

@@ -1,4 +1,5 @@
 """The interface every task format implements."""
+import difflib
 from dataclasses import dataclass
 from typing import Optional
 
@@ -6,13 +7,32 @@ from ...errors import FastftError
 
 
 @dataclass(frozen=True)
+class Turn:
+    role: str  # system, user or assistant
+    content: str
+
+
+@dataclass(frozen=True)
 class Example:
-    """One training example before templating. `body` is the part cut from the left when the prompt is too long."""
+    """One training example before templating.
+
+    Single-turn tasks fill `instruction` (kept whole) and `body` (cut from the left when the prompt is too long).
+    Chat fills `history` instead: every turn before the final answer, earlier assistant turns included.
+    """
 
     id: str
-    instruction: str
+    instruction: Optional[str]
     body: str
     answer: Optional[str]
+    history: tuple[Turn, ...] = ()
+
+
+class RowError(ValueError):
+    """A problem with one row's content; the pipeline adds the file and row to the message."""
+
+    def __init__(self, message: str, hint: str = ""):
+        super().__init__(message)
+        self.hint = hint
 
 
 class TaskFormat:
@@ -26,8 +46,10 @@ class TaskFormat:
     def __init__(self, columns: dict[str, str]):
         unknown = sorted(set(columns) - set(self.fields))
         if unknown:
+            guesses = [difflib.get_close_matches(name, self.fields, n=1) for name in unknown]
+            suggestion = "; ".join(f"{name!r} -> did you mean {g[0]!r}?" for name, g in zip(unknown, guesses) if g)
             raise FastftError(
-                f"dataset.columns names unknown field(s) {unknown} for this task",
+                f"dataset.columns names unknown field(s) {unknown} for this task" + (f" ({suggestion})" if suggestion else ""),
                 hint=f"the task's fields are: {', '.join(self.fields)}",
             )
         self.columns = {**self.fields, **columns}
@@ -35,9 +57,14 @@ class TaskFormat:
     def required_columns(self) -> list[str]:
         return [col for field, col in self.columns.items() if field not in self.optional]
 
-    def build(self, row: dict, index: int, instruction: str) -> Example:
+    def text_columns(self) -> list[str]:
+        """Columns whose values must be strings (checked per row before `build`)."""
+        return list(self.columns.values())
+
+    def build(self, row: dict, index: int, instruction: Optional[str]) -> Example:
+        """Raises RowError for content the task cannot use."""
         raise NotImplementedError
 
     def row_id(self, row: dict, index: int) -> str:
         value = row.get(self.id_column) if self.id_column else None
-        return str(value) if value not in (None, "") else f"row {index + 2}"
+        return str(value) if value not in (None, "") else f"row {index + 1}"
