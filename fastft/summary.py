@@ -21,6 +21,9 @@ def model_summary(log, recipe, loaded, optimizer: str, args) -> None:
     log(f"  method     {quant}, r={recipe.lora.r}, alpha={recipe.lora.alpha:g}, dropout={recipe.lora.dropout:g}, targets={recipe.lora.target_modules}")
     log(f"  parameters {loaded.trainable_params:,} trained / {loaded.total_params:,} total ({share:.2f}%)")
     log(f"  batch      {t.batch_size} x {t.grad_accum} accumulation = {t.batch_size * t.grad_accum} per step, lr {t.learning_rate:g} {t.lr_scheduler}")
+    log(f"  backend    {loaded.backend}, attention {recipe.model.attn_implementation}")
+    for line in loaded.kernels.lines():
+        log(f"  kernels    {line}")
     log(f"  device     {loaded.device}, dtype {str(loaded.dtype).replace('torch.', '')}, optimizer {optimizer}, gradient checkpointing {'on' if args.gradient_checkpointing else 'off'}")
     log(f"  versions   {_versions()}")
 

@@ -45,3 +45,12 @@ def test_merge_missing_adapter_is_one_clear_message(tmp_path):
     assert result.exit_code == 2
     assert "the adapter folder does not exist" in result.output and "Traceback" not in result.output
     assert not (tmp_path / "merged").exists()
+
+
+def test_unsloth_backend_without_gpu_is_refused_before_anything_is_written(tmp_path):
+    result = CliRunner().invoke(main, ["run", str(DEFAULT), "--set", "model.backend=unsloth",
+                                       "--set", f"output.dir={tmp_path / 'out'}", "--set", f"output.logs_dir={tmp_path / 'logs'}"])
+    assert result.exit_code == 2
+    assert "Unsloth needs an NVIDIA/AMD/Intel GPU" in result.output and "use model.backend: hf" in result.output
+    assert "Traceback" not in result.output
+    assert not (tmp_path / "out").exists() and not (tmp_path / "logs").exists()

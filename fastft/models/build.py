@@ -4,7 +4,10 @@ The tokenizer is prepared first and on its own, so data problems surface before 
 """
 from ..data.chat_templates import template_for
 from .chat_tokens import add_chat_tokens
-from .loader import LoadedModel, add_lora, count_params, device_name, load_base_model, load_tokenizer, resolve_source
+from ..patching import apply_kernels
+from .loader import (LoadedModel, add_lora, count_params, device_name, load_base_model, load_tokenizer, resolve_dtype,
+                     resolve_source)
+from .unsloth_backend import load_with_unsloth
 
 
 def prepare_tokenizer(recipe, progress=print):
@@ -19,10 +22,16 @@ def prepare_tokenizer(recipe, progress=print):
     return source, tokenizer, new_ids
 
 
-def build_model(recipe, source: str, tokenizer, new_ids: list[int]) -> LoadedModel:
-    model, dtype = load_base_model(recipe.model, recipe.qlora, source)
-    if new_ids:
-        model.resize_token_embeddings(len(tokenizer))
-    model = add_lora(model, recipe.lora, recipe.model.quantization == "nf4", recipe.training.gradient_checkpointing, new_ids)
+def build_model(recipe, source: str, tokenizer, new_ids: list[int], backend: str = "hf") -> LoadedModel:
+    """`backend` comes from unsloth_backend.select_backend, called before anything is written."""
+    if backend == "unsloth":
+        model, _ = load_with_unsloth(recipe, source)  # unverified until a GPU run exists
+        dtype = resolve_dtype(recipe.model.dtype)
+    else:
+        model, dtype = load_base_model(recipe.model, recipe.qlora, source)
+        if new_ids:
+            model.resize_token_embeddings(len(tokenizer))
+        model = add_lora(model, recipe.lora, recipe.model.quantization == "nf4", recipe.training.gradient_checkpointing, new_ids)
+    kernels = apply_kernels(model, recipe.kernels)
     trainable, total = count_params(model)
-    return LoadedModel(model, tokenizer, source, device_name(), dtype, trainable, total)
+    return LoadedModel(model, tokenizer, source, device_name(), dtype, trainable, total, backend, kernels)

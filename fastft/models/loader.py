@@ -19,6 +19,8 @@ class LoadedModel:
     dtype: torch.dtype
     trainable_params: int
     total_params: int
+    backend: str = "hf"
+    kernels: object = None  # fastft.patching.PatchReport
 
 
 def device_name() -> str:

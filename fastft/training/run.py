@@ -8,6 +8,7 @@ from transformers import TrainerCallback
 from ..data.collator import PadCollator
 from ..data.pipeline import build_splits
 from ..models.build import build_model, prepare_tokenizer
+from ..models.unsloth_backend import select_backend
 from ..runlog import RunLog
 from ..summary import data_summary, model_summary, print_metrics
 from .args import optimizer_name, sft_config
@@ -37,12 +38,13 @@ def run(recipe, recipe_file: Path | None, log: RunLog, mode: str = "new") -> Run
     # Everything that can fail on user input (output folder, tokenizer, data) runs before anything is written.
     output_dir = Path(recipe.output.dir) / recipe.experiment
     resume_from = check_output_dir(output_dir, recipe, mode)
+    backend = select_backend(recipe.model)
     source, tokenizer, new_ids = prepare_tokenizer(recipe, log)
     train, evaluation = build_splits(recipe.dataset, tokenizer, recipe_file, progress=_progress)
     open_output_dir(output_dir, recipe, mode)
     log.open()
 
-    loaded = build_model(recipe, source, tokenizer, new_ids)
+    loaded = build_model(recipe, source, tokenizer, new_ids, backend)
     args = sft_config(recipe, str(output_dir / CHECKPOINTS), evaluation is not None, loaded.dtype)
     model_summary(log, recipe, loaded, optimizer_name(recipe.training.optimizer), args)
     data_summary(log, train, evaluation)

@@ -1,0 +1,42 @@
+"""Replacing one module instance's forward, and refusing to when someone else already replaced it.
+
+Patches are per instance (an attribute named forward), so other models of the same class in the process keep
+transformers' code. Fallbacks call the class's own forward, which is transformers' or PEFT's original.
+"""
+import functools
+import types
+
+# The forwards we install are functools.partial objects over these functions; see is_ours.
+_OURS = set()
+_ORIGINAL_HOMES = ("transformers.", "peft.")
+
+
+def ours(fn):
+    """Mark a module-level function as a fastft forward replacement."""
+    _OURS.add(fn)
+    return fn
+
+
+def is_ours(module) -> bool:
+    forward = module.__dict__.get("forward")
+    return isinstance(forward, types.MethodType) and getattr(forward.__func__, "func", None) in _OURS
+
+
+def foreign_patch(module) -> str | None:
+    """Why this module's forward is not transformers'/PEFT's own (accelerate hook, Liger, Unsloth), else None."""
+    if "forward" in module.__dict__ and not is_ours(module):
+        return "its forward was already replaced on the instance (accelerate hook or another patcher)"
+    home = getattr(type(module).forward, "__module__", "") or ""
+    if not home.startswith(_ORIGINAL_HOMES):
+        return f"its class forward comes from {home}, not transformers/PEFT"
+    return None
+
+
+def install(module, fn, **bound) -> None:
+    """module.forward = fn(module, *args, **bound, **kwargs); idempotent (a second install replaces the first)."""
+    module.forward = types.MethodType(functools.partial(fn, **bound), module)
+
+
+def plain_forward(module, *args, **kwargs):
+    """The class's own forward: the plain path a patched module falls back to."""
+    return type(module).forward(module, *args, **kwargs)

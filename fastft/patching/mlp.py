@@ -1,0 +1,75 @@
+"""Whole gated MLP blocks with LoRA on gate/up/down through fastft.kernels.lora_mlp (one autograd node).
+
+lora_mlp has no dropout and no bias, so a block whose LoRA dropout is active (training with p > 0) runs its
+own forward, where each projection still goes through lora_linear when the lora kernel is on.
+"""
+from ..kernels import lora_mlp
+from .install import foreign_patch, install, ours, plain_forward
+from .lora import dropout_p, kernel_adapter
+
+_PROJECTIONS = ("gate_proj", "up_proj", "down_proj")
+
+
+def _bundle(proj) -> tuple[tuple | None, str | None]:
+    """((weight, lora_a, lora_b, scaling, dropout module), None) for lora_mlp, or (None, why this projection can't)."""
+    adapter, reason = kernel_adapter(proj)
+    if reason:
+        return None, reason
+    base = proj.get_base_layer()
+    if base.bias is not None:
+        return None, "a projection has a bias (lora_mlp takes none)"
+    lora_a, lora_b = proj.lora_A[adapter].weight, proj.lora_B[adapter].weight
+    return (base.weight, lora_a, lora_b, proj.scaling[adapter], proj.lora_dropout[adapter]), None
+
+
+def _bundles(mlp):
+    """gate, up, down bundles for lora_mlp now, or None when the block must run its own forward."""
+    bundles = []
+    for name in _PROJECTIONS:
+        bundle, _ = _bundle(getattr(mlp, name))
+        if bundle is None or dropout_p(bundle[-1]):  # lora_mlp has no dropout
+            return None
+        bundles.append(bundle[:-1])
+    return bundles
+
+
+@ours
+def mlp_forward(self, x, *, activation: str):
+    bundles = _bundles(self)
+    if bundles is None:
+        return plain_forward(self, x)
+    return lora_mlp(x, *bundles, activation=activation)
+
+
+def _block_reason(mlp, activation, act_name) -> str | None:
+    if activation is None:
+        return f"activation {act_name} has no fused gated kernel (swiglu: silu; geglu: gelu_pytorch_tanh)"
+    for name in _PROJECTIONS:
+        reason = _bundle(getattr(mlp, name))[1]
+        if reason:
+            return f"{name}: {reason}"
+    return foreign_patch(mlp)
+
+
+def _max_dropout(mlp) -> float:
+    return max(float(getattr(d, "p", 0.0)) for name in _PROJECTIONS for d in getattr(mlp, name).lora_dropout.values())
+
+
+def patch_mlps(model, family, text_config, report) -> None:
+    activation, act_name = family.gated_activation(text_config)
+    mlp_cls, with_dropout = family.cls("MLP"), 0
+    for name, module in model.named_modules():
+        if type(module) is not mlp_cls:
+            continue
+        reason = _block_reason(module, activation, act_name)
+        if reason:
+            report.plain("mlp", name, reason)
+            continue
+        install(module, mlp_forward, activation=activation)
+        report.patched("mlp")
+        with_dropout += _max_dropout(module) > 0
+    if with_dropout:
+        report.notes.append(
+            f"mlp: lora_mlp has no dropout, so {with_dropout} blocks with LoRA dropout > 0 use it in eval only; "
+            "training runs their projections through lora_linear"
+        )
