@@ -3,7 +3,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from transformers import TrainerCallback
+from transformers import TrainerCallback, set_seed
 
 from ..data.collator import PadCollator
 from ..data.pipeline import build_splits
@@ -44,6 +44,7 @@ def run(recipe, recipe_file: Path | None, log: RunLog, mode: str = "new") -> Run
     open_output_dir(output_dir, recipe, mode)
     log.open()
 
+    set_seed(recipe.seed)  # LoRA's A matrices are drawn here, before the Trainer seeds anything
     loaded = build_model(recipe, source, tokenizer, new_ids, backend)
     args = sft_config(recipe, str(output_dir / CHECKPOINTS), evaluation is not None, loaded.dtype)
     model_summary(log, recipe, loaded, optimizer_name(recipe.training.optimizer), args)
