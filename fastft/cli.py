@@ -113,5 +113,26 @@ def merge(adapter, out, dtype, base):
     click.echo(f"merged model saved to {merge_adapter(adapter, out, dtype, base)}")
 
 
+@main.command(name="eval")
+@click.argument("recipe", type=click.Path(path_type=Path))
+@_set_option
+@click.option("--adapter", type=click.Path(path_type=Path), help="adapter folder (outputs/<experiment>/final_model)")
+@click.option("--zero-shot", is_flag=True, help="evaluate the base model without an adapter")
+@click.option("--out", type=click.Path(path_type=Path), help="folder for predictions.csv and metrics.json")
+def evaluate_command(recipe, sets, adapter, zero_shot, out):
+    """Generate on the eval split with the training template and score it (ROUGE, QA EM/F1 or SWC accuracy)."""
+    from .evaluation.evaluate import evaluate
+    from .progress import progress
+
+    if bool(adapter) == zero_shot:
+        raise FastftError("pass exactly one of --adapter DIR and --zero-shot", hint="e.g. --adapter outputs/<experiment>/final_model")
+    loaded = load_recipe(recipe, sets)
+    out = out or (Path(adapter).parent / "eval" if adapter else Path(loaded.output.dir) / loaded.experiment / "eval_zero_shot")
+    metrics = evaluate(loaded, recipe, adapter, out, progress, _err.print)
+    for key, value in metrics.items():
+        click.echo(f"{key:22s} {value:.4f}" if isinstance(value, float) else f"{key:22s} {value}")
+    click.echo(f"predictions and metrics written to {out}")
+
+
 if __name__ == "__main__":
     main()

@@ -84,6 +84,17 @@ class KernelsSection(Section):
     loss: bool = True
 
 
+class GenerationSection(Section):
+    """Decoding for `fastft eval` / `generate`; temperature 0 means greedy."""
+
+    max_new_tokens: PositiveInt = 128
+    temperature: float = Field(0.0, ge=0)
+    top_p: float = Field(1.0, gt=0, le=1)
+    repetition_penalty: float = Field(1.0, gt=0)
+    num_beams: PositiveInt = 1
+    batch_size: PositiveInt = 8
+
+
 class OutputSection(Section):
     dir: str = "outputs"
     logs_dir: str = "logs"
@@ -102,5 +113,6 @@ class Recipe(Section):
     dataset: DatasetSection
     training: TrainingSection = Field(default_factory=TrainingSection)
     kernels: KernelsSection = Field(default_factory=KernelsSection)
+    generation: GenerationSection = Field(default_factory=GenerationSection)
     output: OutputSection = Field(default_factory=OutputSection)
     logging: LoggingSection = Field(default_factory=LoggingSection)

@@ -9,6 +9,7 @@ from ..data.collator import PadCollator
 from ..data.pipeline import build_splits
 from ..models.build import build_model, prepare_tokenizer
 from ..models.unsloth_backend import select_backend
+from ..progress import progress
 from ..runlog import RunLog
 from ..summary import data_summary, model_summary, print_metrics
 from .args import optimizer_name, sft_config
@@ -40,7 +41,7 @@ def run(recipe, recipe_file: Path | None, log: RunLog, mode: str = "new") -> Run
     resume_from = check_output_dir(output_dir, recipe, mode)
     backend = select_backend(recipe.model)
     source, tokenizer, new_ids = prepare_tokenizer(recipe, log)
-    train, evaluation = build_splits(recipe.dataset, tokenizer, recipe_file, progress=_progress)
+    train, evaluation = build_splits(recipe.dataset, tokenizer, recipe_file, progress=progress)
     open_output_dir(output_dir, recipe, mode)
     log.open()
 
@@ -81,9 +82,3 @@ def run(recipe, recipe_file: Path | None, log: RunLog, mode: str = "new") -> Run
     result = RunResult(output_dir, final_model, log.path, metrics)
     print_metrics(log, result)
     return result
-
-
-def _progress(iterable, desc: str):
-    from tqdm.auto import tqdm
-
-    return tqdm(iterable, desc=desc, leave=False)

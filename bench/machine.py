@@ -1,0 +1,91 @@
+"""What this run measured on: device name, CPU, memory, library versions, and the matmul peak."""
+import datetime
+import os
+import platform
+import re
+from importlib.metadata import PackageNotFoundError, version
+
+from .config import REPO, device, dtype_name
+
+LIBRARIES = ("torch", "transformers", "peft", "trl", "bitsandbytes", "triton")
+
+
+def device_name() -> str:
+    import torch
+
+    if device() == "cuda":
+        return torch.cuda.get_device_name(0)
+    return f"CPU, {cpu_model()}"
+
+
+def device_slug() -> str:
+    """The folder name of this device under bench/results/: 'cpu' or the GPU's name, lower-case with dashes."""
+    return "cpu" if device() == "cpu" else re.sub(r"[^a-z0-9]+", "-", device_name().lower()).strip("-")
+
+
+def results_dir():
+    """bench/results/<device>-<date>/: where a run's outputs go unless --out says otherwise."""
+    return REPO / "bench" / "results" / f"{device_slug()}-{datetime.date.today():%Y-%m-%d}"
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
+        return names[0] if names else platform.processor()
+    except OSError:
+        return platform.processor() or "unknown CPU"
+
+
+def total_memory_bytes() -> int:
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def machine_text() -> str:
+    import torch
+
+    cores = f"{os.cpu_count()} logical cores ({torch.get_num_threads()} torch threads)"
+    text = f"{cpu_model()}, {cores}, {total_memory_bytes() / 1024**3:.0f} GiB RAM"
+    if device() == "cuda":
+        props = torch.cuda.get_device_properties(0)
+        text = f"{props.name} ({props.total_memory / 1024**3:.0f} GiB); host: {text}"
+    return text
+
+
+def software_text() -> str:
+    def v(name):
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return "not installed"
+
+    return f"Python {platform.python_version()}, " + ", ".join(f"{name} {v(name)}" for name in LIBRARIES)
+
+
+def busy_warning(load: float, peak_before: float = 0.0, peak_after: float = 0.0) -> str:
+    """Why the timings may be distorted, or "" when the machine looked quiet. With every core busy, OpenMP threads
+    wait on each other's time slices: steps measured here ran 3-35x slower while other work was running."""
+    notes = []
+    if load > 0.5:
+        notes.append(f"the 1-minute load average was {load:.1f} on {os.cpu_count()} cores when the run started")
+    if peak_before and abs(peak_after - peak_before) > 0.1 * max(peak_before, peak_after):
+        change = f"{peak_before / 1e9:.0f} to {peak_after / 1e9:.0f} GFLOP/s"
+        notes.append(f"the matmul peak changed from {change} during the run")
+    return "WARNING, timings distorted by other work on the machine: " + "; ".join(notes) if notes else ""
+
+
+def measure_peak() -> float:
+    import torch
+
+    from .measure import matmul_peak_flops
+
+    return matmul_peak_flops(device(), getattr(torch, dtype_name()))
+
+
+def peak_what() -> str:
+    return "fp32 2048^3 CPU matmul" if device() == "cpu" else "bf16 8192^3 GPU matmul"
+
+
+def memory_what() -> str:
+    return ("peak RSS of the configuration's process (model load included)" if device() == "cpu"
+            else "torch.cuda.max_memory_allocated over the configuration's process")

@@ -1,0 +1,70 @@
+"""Timing, peak memory and the matmul peak that MFU is measured against."""
+import resource
+import statistics
+import sys
+import time
+
+import torch
+
+
+def sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def matmul_peak_flops(device: str, dtype: torch.dtype, n: int = 0, repeats: int = 10) -> float:
+    """Best FLOP/s of an n x n x n matmul in the compute dtype on this device: the 'peak' of MFU.
+    Measured rather than taken from a spec sheet, so MFU is relative to what this machine actually sustains."""
+    n = n or (8192 if device == "cuda" else 2048)
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    best = float("inf")
+    for i in range(repeats + 2):  # the first two warm up threads, caches and clocks
+        sync(device)
+        start = time.perf_counter()
+        torch.mm(a, b)
+        sync(device)
+        if i >= 2:
+            best = min(best, time.perf_counter() - start)
+    return 2.0 * n**3 / best
+
+
+def timed_steps(run, warmup: int, timed: int, device: str) -> tuple[list[float], list[float]]:
+    """(loss of every step, seconds of each timed step). Step i trains on batch i; warm-up steps are not timed."""
+    losses, seconds = [], []
+    for i in range(warmup + timed):
+        sync(device)
+        start = time.perf_counter()
+        losses.append(run.step(i))  # returns a Python float: the step has finished when it returns
+        sync(device)
+        if i >= warmup:
+            seconds.append(time.perf_counter() - start)
+    return losses, seconds
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def peak_memory_bytes(device: str) -> int:
+    """CUDA: peak allocated by torch in this process. CPU: peak resident set of this process (so each
+    configuration runs in a fresh process)."""
+    if device == "cuda":
+        return int(torch.cuda.max_memory_allocated())
+    scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss is bytes on macOS, KiB on Linux
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
+
+
+def limit_address_space(max_bytes: int) -> None:
+    """Make an over-large configuration fail with an allocation error in its own process instead of waking the
+    kernel's OOM killer, which may pick another process on a shared machine."""
+    resource.setrlimit(resource.RLIMIT_AS, (max_bytes, max_bytes))
+
+
+def with_mfu(row: dict, peak_flops: float) -> dict:
+    """Fill mfu / useful_mfu of a measured row from its FLOPs per step and the measured peak."""
+    if row.get("skipped_reason") or not row.get("step_s"):
+        return {**row, "mfu": None, "useful_mfu": None}
+    per_second = 1.0 / (row["step_s"] * peak_flops)
+    return {**row, "mfu": row["model_flops_per_step"] * per_second,
+            "useful_mfu": row["useful_flops_per_step"] * per_second}

@@ -1,0 +1,110 @@
+"""Run one configuration in this process and print its row.
+
+`python -m bench.run_one '<Config JSON>' [--mem-limit-bytes N]`. throughput.py starts a fresh process per
+configuration, so the peak RSS reported is that configuration's alone. The row is the last stdout line,
+prefixed with ROW_PREFIX; everything else the libraries print is left alone.
+"""
+import argparse
+import json
+import sys
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+
+from .config import LORA, Config, device, dtype_name
+
+ROW_PREFIX = "BENCH_ROW "
+FIELDS = ("system", "workload", "model", "seq_len", "batch", "quant", "device", "tokens_per_s", "trained_tokens_per_s",
+          "step_s", "peak_mem_bytes", "mfu", "useful_mfu", "final_loss", "skipped_reason")
+
+
+@dataclass
+class Prepared:
+    source: Path
+    tokenizer: object
+    model_config: object
+    batches: list  # list[list[bench.data.Row]], one list per step
+    natural_masked: float  # prompt fraction of the sample before fitting to seq_len
+
+
+def prepare(cfg: Config) -> Prepared:
+    from transformers import AutoConfig
+
+    from fastft.models.build import prepare_tokenizer
+
+    from .data import batched, encoded_sample, fitted_rows, natural_masked_fraction
+    from .models import model_source
+    from .recipe import fastft_recipe
+
+    source = model_source(cfg.model)
+    recipe = fastft_recipe(cfg, source)
+    _, tokenizer, new_ids = prepare_tokenizer(recipe, progress=lambda *_: None)
+    if new_ids:  # would need resized embeddings in every system; the benchmark models all have their chat tokens
+        raise SystemExit(f"{source}: the tokenizer lacks its chat template's tokens")
+    config = AutoConfig.from_pretrained(source)
+    pieces = encoded_sample(recipe.dataset, tokenizer)
+    vocab = config.get_text_config().vocab_size
+    rows = fitted_rows(pieces, cfg.steps * cfg.batch, cfg.seq_len, cfg.mask, vocab)
+    return Prepared(source, tokenizer, config, batched(rows, cfg.batch), natural_masked_fraction(pieces))
+
+
+def base_row(cfg: Config) -> dict:
+    row = dict.fromkeys(FIELDS)
+    row.update(system=cfg.system, workload=cfg.workload, model=cfg.model, seq_len=cfg.seq_len, batch=cfg.batch,
+               quant=cfg.quant, device=device(), dtype=dtype_name(), masked_frac=cfg.mask, warmup=cfg.warmup,
+               timed=cfg.timed, gradient_checkpointing=cfg.gradient_checkpointing)
+    return row
+
+
+def run_config(cfg: Config) -> dict:
+    """The row of one configuration (mfu/useful_mfu stay None: they need the peak, see measure.with_mfu)."""
+    from . import systems
+    from .flops import step_flops
+    from .measure import median, peak_memory_bytes, timed_steps
+
+    row, system = base_row(cfg), systems.system(cfg.system)
+    reason = system.unavailable(cfg)
+    if reason:
+        return {**row, "skipped_reason": reason}
+    data = prepare(cfg)
+    run = system.build(cfg, data)
+    losses, seconds = timed_steps(run, cfg.warmup, cfg.timed, row["device"])
+    first = data.batches[0]
+    tokens, trained = cfg.batch * cfg.seq_len, sum(r.trained for r in first)
+    model_flops, useful_flops = step_flops(data.model_config, cfg.batch, cfg.seq_len, trained,
+                                           LORA["r"], LORA["targets"])
+    step_s = median(seconds)
+    return {**row, "masked_frac": first[0].n_prompt / cfg.seq_len, "natural_masked_frac": data.natural_masked,
+            "tokens_per_s": tokens / step_s, "trained_tokens_per_s": trained / step_s, "step_s": step_s,
+            "step_times": seconds, "tokens_per_step": tokens, "trained_tokens_per_step": trained,
+            "model_flops_per_step": model_flops, "useful_flops_per_step": useful_flops,
+            "first_loss": losses[0], "losses": losses, "final_loss": run.loss(0),
+            "peak_mem_bytes": peak_memory_bytes(row["device"]), "kernels": run.notes, "settings": run.settings()}
+
+
+def _out_of_memory(exc: BaseException) -> bool:
+    text = str(exc).lower()
+    return isinstance(exc, MemoryError) or any(s in text for s in ("allocate memory", "out of memory"))
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("config", help="a Config as JSON")
+    parser.add_argument("--mem-limit-bytes", type=int, default=0, help="address-space limit for this process (0: none)")
+    args = parser.parse_args(argv)
+    cfg = Config.from_json(args.config)
+    if args.mem_limit_bytes:
+        from .measure import limit_address_space
+
+        limit_address_space(args.mem_limit_bytes)
+    try:
+        row = run_config(cfg)
+    except Exception as exc:  # a failed configuration is a row with its reason, never a silent gap
+        traceback.print_exc()
+        kind = "out of memory" if _out_of_memory(exc) else "failed"
+        row = {**base_row(cfg), "skipped_reason": f"{kind}: {type(exc).__name__}: {str(exc).splitlines()[0][:300]}"}
+    print(ROW_PREFIX + json.dumps(row), flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Generation with the training template, and task metrics on generated text."""

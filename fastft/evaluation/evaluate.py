@@ -1,0 +1,41 @@
+"""`fastft eval`: generate on the eval split and score it with the task's metric."""
+import csv
+import json
+from pathlib import Path
+
+from ..data.pipeline import build_encoder, build_task, examples, open_split
+from ..errors import FastftError
+from ..metrics import classification_metrics, qa_metrics, rouge
+from .generate import generate_texts, load_for_inference
+
+
+def task_metrics(task: str, predictions: list[str], references: list[str]) -> dict:
+    """Flat numbers for metrics.json; the ROUGE sum is the competition's score."""
+    if task == "summary":
+        whitespace, morpheme = rouge(predictions, references), rouge(predictions, references, tokenize="morpheme")
+        return {**{f"{k}": v for k, v in whitespace.items()}, **{f"{k}_morpheme": v for k, v in morpheme.items()}}
+    if task == "qa":
+        return {**qa_metrics(predictions, references), **{f"{k}_morpheme": v for k, v in qa_metrics(predictions, references, "morpheme").items()}}
+    if task == "classification":
+        scores = classification_metrics(predictions, references)
+        return {"accuracy": scores["accuracy"], "macro_f1": scores["macro_f1"], "unparsed": scores["unparsed"]}
+    return {}
+
+
+def evaluate(recipe, recipe_file: Path | None, adapter: Path | None, out_dir: Path, progress=None, log=print) -> dict:
+    if not recipe.dataset.eval:
+        raise FastftError("the recipe has no eval split", where="dataset.eval", hint="set dataset.eval to a file to evaluate on")
+    task = build_task(recipe.dataset)
+    source = open_split(task, recipe.dataset.eval, "dataset.eval", recipe_file, recipe.dataset.max_eval_samples)
+    rows = [ex for ex in examples(task, source, augment=False)]
+    model, tokenizer = load_for_inference(recipe, adapter, log)
+    predictions = generate_texts(model, tokenizer, build_encoder(recipe.dataset, tokenizer), rows, recipe.generation, progress)
+    references = [ex.answer or "" for ex in rows]
+    metrics = task_metrics(recipe.dataset.task, predictions, references)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with (out_dir / "predictions.csv").open("w", encoding="utf-8", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["id", "prediction", "reference"])
+        writer.writerows(zip((ex.id for ex in rows), predictions, references))
+    (out_dir / "metrics.json").write_text(json.dumps({"adapter": str(adapter) if adapter else None, **metrics}, indent=2), encoding="utf-8")
+    return metrics

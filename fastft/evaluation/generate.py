@@ -1,0 +1,64 @@
+"""Batched, left-padded generation from the same prompt code that built the training data."""
+from pathlib import Path
+
+import torch
+
+from ..errors import FastftError
+from ..models.build import prepare_tokenizer
+from ..models.loader import load_base_model
+
+
+def load_for_inference(recipe, adapter: Path | None, progress=print):
+    """(model, tokenizer): the base model, with the adapter (and the tokenizer saved beside it) when given."""
+    from transformers import AutoTokenizer
+
+    source, tokenizer, _ = prepare_tokenizer(recipe, progress)
+    if adapter is not None:
+        if not (Path(adapter) / "adapter_config.json").exists():
+            raise FastftError("no adapter_config.json here: not an adapter folder", where=str(adapter),
+                              hint="pass the final_model folder of a fastft run (outputs/<experiment>/final_model)")
+        tokenizer = AutoTokenizer.from_pretrained(adapter)  # carries the chat template and any added tokens
+    model, _ = load_base_model(recipe.model, recipe.qlora, source)
+    if len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
+        model.resize_token_embeddings(len(tokenizer))
+    if adapter is not None:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, adapter)
+    return model.eval(), tokenizer
+
+
+def _left_pad(prompts: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(p) for p in prompts)
+    ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for row, prompt in enumerate(prompts):
+        ids[row, width - len(prompt):] = torch.tensor(prompt)
+        mask[row, width - len(prompt):] = 1
+    return ids, mask
+
+
+def generate_texts(model, tokenizer, encoder, examples, gen_cfg, progress=None) -> list[str]:
+    """One completion per example, stopped at the template's end-of-turn token."""
+    stop = [tokenizer.convert_tokens_to_ids(encoder.renderer.end_token), tokenizer.eos_token_id]
+    prompts = []
+    for example in examples:
+        fitted = encoder.prompt_ids(example)
+        if fitted is None:
+            raise FastftError(f"example {example.id}: the instruction and template alone exceed max_prompt_tokens",
+                              hint="raise dataset.max_prompt_tokens")
+        prompts.append(fitted[0])
+    starts = range(0, len(prompts), gen_cfg.batch_size)
+    outputs = []
+    for start in progress(starts, desc="Generating") if progress else starts:
+        ids, mask = _left_pad(prompts[start:start + gen_cfg.batch_size], tokenizer.pad_token_id)
+        sample = gen_cfg.temperature > 0
+        with torch.no_grad():
+            out = model.generate(
+                input_ids=ids.to(model.device), attention_mask=mask.to(model.device), max_new_tokens=gen_cfg.max_new_tokens,
+                do_sample=sample, temperature=gen_cfg.temperature if sample else None, top_p=gen_cfg.top_p if sample else None,
+                repetition_penalty=gen_cfg.repetition_penalty, num_beams=gen_cfg.num_beams,
+                eos_token_id=[t for t in stop if t is not None], pad_token_id=tokenizer.pad_token_id,
+            )
+        outputs.extend(tokenizer.decode(row[ids.shape[1]:], skip_special_tokens=True).strip() for row in out)
+    return outputs
