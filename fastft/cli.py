@@ -127,7 +127,8 @@ def evaluate_command(recipe, sets, adapter, zero_shot, out):
     if bool(adapter) == zero_shot:
         raise FastftError("pass exactly one of --adapter DIR and --zero-shot", hint="e.g. --adapter outputs/<experiment>/final_model")
     loaded = load_recipe(recipe, sets)
-    out = out or (Path(adapter).parent / "eval" if adapter else Path(loaded.output.dir) / loaded.experiment / "eval_zero_shot")
+    # Zero-shot results sit beside the run's folder, not in it, so evaluating first never blocks `fastft run`.
+    out = out or (Path(adapter).parent / "eval" if adapter else Path(loaded.output.dir) / f"{loaded.experiment}-zero-shot")
     metrics = evaluate(loaded, recipe, adapter, out, progress, _err.print)
     for key, value in metrics.items():
         click.echo(f"{key:22s} {value:.4f}" if isinstance(value, float) else f"{key:22s} {value}")

@@ -18,3 +18,11 @@ def triton_backend(monkeypatch):
 @pytest.fixture
 def torch_backend(monkeypatch):
     monkeypatch.setenv("FASTFT_KERNEL_BACKEND", "torch")
+
+
+@pytest.fixture(scope="session")
+def tiny_llama(tmp_path_factory):
+    """A saved 2-layer random Llama with a BPE tokenizer trained on the Korean sample (Llama-3 chat tokens)."""
+    from tests.factories import tiny_llama_checkpoint
+
+    return tiny_llama_checkpoint(tmp_path_factory.mktemp("tiny_llama"))

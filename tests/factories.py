@@ -40,3 +40,18 @@ def tiny_llama_checkpoint(folder: Path, tokenizer=None, seed: int = 0) -> Path:
     LlamaForCausalLM(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
+
+
+def recipe_for(tmp_path: Path, model_dir: Path, extra: str = "") -> Path:
+    """A recipe training `model_dir` on the dev sample, outputs and logs under tmp_path."""
+    path = tmp_path / "tiny.yaml"
+    path.write_text(
+        f"_base_: {REPO / 'recipes/base/causal_lm.yaml'}\n"
+        "experiment: tiny\n"
+        f"model: {{name: {model_dir}}}\n"
+        f"dataset: {{train: {SAMPLE_DEV}, eval: {SAMPLE_DEV}, max_prompt_tokens: 192, max_answer_tokens: 48}}\n"
+        "training: {epochs: 2, batch_size: 4, grad_accum: 2, learning_rate: 3.0e-3, warmup_ratio: 0.0, gradient_checkpointing: false, logging_steps: 2}\n"
+        f"output: {{dir: {tmp_path / 'outputs'}, logs_dir: {tmp_path / 'logs'}}}\n" + extra,
+        encoding="utf-8",
+    )
+    return path

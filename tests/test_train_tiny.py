@@ -6,26 +6,7 @@ import torch
 from click.testing import CliRunner
 
 from fastft.cli import main
-from tests.factories import REPO, SAMPLE_DEV, tiny_llama_checkpoint
-
-
-@pytest.fixture(scope="module")
-def tiny_llama(tmp_path_factory):
-    return tiny_llama_checkpoint(tmp_path_factory.mktemp("tiny_llama"))
-
-
-def recipe_for(tmp_path, model_dir, extra=""):
-    path = tmp_path / "tiny.yaml"
-    path.write_text(
-        f"_base_: {REPO / 'recipes/base/causal_lm.yaml'}\n"
-        "experiment: tiny\n"
-        f"model: {{name: {model_dir}}}\n"
-        f"dataset: {{train: {SAMPLE_DEV}, eval: {SAMPLE_DEV}, max_prompt_tokens: 192, max_answer_tokens: 48}}\n"
-        "training: {epochs: 2, batch_size: 4, grad_accum: 2, learning_rate: 3.0e-3, warmup_ratio: 0.0, gradient_checkpointing: false, logging_steps: 2}\n"
-        f"output: {{dir: {tmp_path / 'outputs'}, logs_dir: {tmp_path / 'logs'}}}\n" + extra,
-        encoding="utf-8",
-    )
-    return path
+from tests.factories import recipe_for, tiny_llama_checkpoint
 
 
 def test_cli_run_trains_saves_and_lowers_eval_loss(tmp_path, tiny_llama):
