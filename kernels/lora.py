@@ -5,9 +5,9 @@ The base weight W is frozen (no gradient) and may be a bitsandbytes 4-bit parame
 in forward and again in backward, never kept alive in between. Saved for backward: x, xa = drop(x) @ A.T
 ([tokens, r]) and an integer dropout seed -- not the output, not the mask.
 
-Dropout uses a counter-based hash of (seed, element index), so the mask is regenerated exactly wherever it
-is needed, identically by the Triton kernels and by the PyTorch path below. The seed comes from torch's
-default generator, so torch.manual_seed makes runs repeat.
+Dropout regenerates its mask from an integer seed wherever it is needed (the Triton kernels hash
+(seed, element index); the PyTorch path seeds torch's generator). The seed comes from torch's default
+generator, so torch.manual_seed makes runs repeat.
 """
 import torch
 
@@ -15,11 +15,8 @@ from . import triton_lora
 from ._backend import use_triton
 from .activations import gated_act_backward, gated_act_forward
 from .triton_act import GELU_TANH, SILU
-from .triton_lora import HASH_MUL_1, HASH_MUL_2, KEEP_BITS, dropout_threshold
 
 _MLP_ACTIVATIONS = {"swiglu": SILU, "geglu": GELU_TANH}
-_MASK_BLOCK_ELEMS = 1 << 20  # the PyTorch path builds dropout masks this many elements at a time
-_U32 = 0xFFFFFFFF
 
 
 def draw_dropout_seed() -> int:
@@ -27,45 +24,22 @@ def draw_dropout_seed() -> int:
     return int(torch.randint(0, 2**31 - 1, ()).item())
 
 
-def _mul32(h: torch.Tensor, c: int) -> torch.Tensor:
-    """(h * c) mod 2**32 for 0 <= h < 2**32, split in 16-bit halves so int64 never overflows."""
-    return (((((h >> 16) * c) & 0xFFFF) << 16) + (h & 0xFFFF) * c) & _U32
+def torch_keep_mask(seed: int, p: float, shape, device) -> torch.Tensor:
+    """The PyTorch path's dropout keep-mask, regenerated from the seed in backward.
 
-
-def _mix32(h: torch.Tensor) -> torch.Tensor:
-    h = h ^ (h >> 16)
-    h = _mul32(h, HASH_MUL_1.value)
-    h = h ^ (h >> 15)
-    h = _mul32(h, HASH_MUL_2.value)
-    return h ^ (h >> 16)
-
-
-def dropout_keep_mask(seed: int, p: float, n_cols: int, row_start: int, row_stop: int, device=None) -> torch.Tensor:
-    """Bool keep-mask of rows [row_start, row_stop) of a dropout over a matrix with n_cols columns."""
-    rows = torch.arange(row_start, row_stop, device=device, dtype=torch.int64)
-    cols = torch.arange(n_cols, device=device, dtype=torch.int64)
-    h = _mix32(_mix32((rows[:, None] * n_cols + cols) & _U32) ^ seed)
-    return (h >> (32 - KEEP_BITS)) >= dropout_threshold(p)
-
-
-def _row_blocks(n_rows: int, n_cols: int, p: float, seed: int, device):
-    """(row slice, keep-mask or None) covering all rows; one maskless block when there is no dropout."""
-    if p == 0.0:
-        yield slice(0, n_rows), None
-        return
-    step = max(1, _MASK_BLOCK_ELEMS // n_cols)
-    for start in range(0, n_rows, step):
-        stop = min(n_rows, start + step)
-        yield slice(start, stop), dropout_keep_mask(seed, p, n_cols, start, stop, device)
+    torch's own generator, not the Triton kernels' index hash: on CPU the hash costs ~45 integer ops per
+    element and made a dropout step twice as slow as PEFT's nn.Dropout. The two backends therefore draw
+    different (equally valid) masks for the same seed; each is deterministic given torch.manual_seed.
+    """
+    generator = torch.Generator(device=device).manual_seed(seed)
+    return torch.rand(shape, generator=generator, device=device) >= p
 
 
 def _torch_lora_forward(x, weight, lora_a, lora_b, scaling: float, bias, dropout_p: float, seed: int):
     """PyTorch twin of triton_lora.lora_forward: (y, xa) for 2-D contiguous x, dense weight in x.dtype."""
     y = x @ weight.T if bias is None else torch.addmm(bias.to(x.dtype), x, weight.T)
-    a_t = lora_a.to(x.dtype).T
-    xa = torch.empty((x.shape[0], lora_a.shape[0]), device=x.device, dtype=x.dtype)
-    for rows, keep in _row_blocks(*x.shape, dropout_p, seed, x.device):
-        torch.mm(x[rows] if keep is None else x[rows] * keep, a_t, out=xa[rows])
+    dropped = x * torch_keep_mask(seed, dropout_p, x.shape, x.device) if dropout_p else x
+    xa = dropped @ lora_a.to(x.dtype).T
     if dropout_p:
         xa.mul_(1.0 / (1.0 - dropout_p))
     return y.addmm_(xa, lora_b.to(x.dtype).T, alpha=scaling), xa
@@ -77,12 +51,11 @@ def _torch_lora_backward(dy, x, xa, weight, lora_a, lora_b, scaling: float, drop
     a = lora_a.to(dy.dtype)
     dxa = (dy @ lora_b.to(dy.dtype)).mul_(scaling)
     dx = dy @ weight if need_dx else None
-    d_a = torch.zeros(lora_a.shape, device=dy.device, dtype=torch.float32)
-    for rows, keep in _row_blocks(*x.shape, dropout_p, seed, x.device):
-        d_a += (dxa[rows].T @ (x[rows] if keep is None else x[rows] * keep)).float()
-        if dx is not None:
-            low = dxa[rows] @ a
-            dx[rows].add_(low if keep is None else low * keep, alpha=keep_scale)
+    keep = torch_keep_mask(seed, dropout_p, x.shape, x.device) if dropout_p else None
+    d_a = (dxa.T @ (x if keep is None else x * keep)).float()
+    if dx is not None:
+        low = dxa @ a
+        dx.add_(low if keep is None else low.mul_(keep), alpha=keep_scale)
     d_b = (dy.T @ xa).float().mul_(scaling)
     return dx, d_a.mul_(keep_scale).to(lora_a.dtype), d_b.to(lora_b.dtype)
 

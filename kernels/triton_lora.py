@@ -17,7 +17,7 @@ import triton.language as tl
 from ._backend import interpreting
 from .triton_act import kernel_out_dtype
 
-# lowbias32 multipliers (C. Wellons); lora.dropout_keep_mask implements the same hash in PyTorch.
+# lowbias32 multipliers (C. Wellons); tests/kernels/test_lora.py re-implements the hash as the mask's reference.
 HASH_MUL_1 = tl.constexpr(0x7FEB352D)
 HASH_MUL_2 = tl.constexpr(0x846CA68B)
 KEEP_BITS = 24  # keep(r, c) compares the top 24 hash bits against round(p * 2**24)
