@@ -8,7 +8,7 @@ import pytest
 from fastft.config.loader import load_recipe
 from fastft.data.collator import PadCollator
 from fastft.data.pipeline import build_splits
-from fastft.models.build import build_model, prepare_tokenizer
+from fastft.models.build import build_model, prepare_tokenizer, resolve_recipe
 from fastft.training.args import sft_config
 from fastft.training.trainer import FastftTrainer
 from tests.factories import REPO
@@ -28,6 +28,7 @@ def losses(tmp_path_factory):
         f"training.max_steps={STEPS}", "training.batch_size=2", "training.grad_accum=1", "training.warmup_ratio=0.0",
         "training.lr_scheduler=constant", "training.logging_steps=1", "lora.dropout=0.0", f"output.dir={out}",
     ])
+    recipe, _ = resolve_recipe(recipe, lambda *_: None)
     source, tokenizer, new_ids = prepare_tokenizer(recipe, lambda *_: None)
     train, _ = build_splits(recipe.dataset, tokenizer, None)
     set_seed(recipe.seed)

@@ -16,7 +16,8 @@ class ModelSection(Section):
     backend: Literal["hf", "unsloth", "auto"] = "hf"
     dtype: DType = Field("auto", description="weights/compute dtype; auto = bf16 on a GPU that has it, else fp32")
     quantization: Literal["none", "nf4"] = "none"
-    attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] = "sdpa"
+    attn_implementation: Literal["auto", "sdpa", "eager", "flash_attention_2"] = Field(
+        "auto", description="auto = flash_attention_2 on a CUDA GPU with flash-attn installed, else sdpa")
     trust_remote_code: bool = False
 
 
@@ -24,7 +25,8 @@ class LoraSection(Section):
     r: PositiveInt = 16
     alpha: float = Field(32, gt=0)
     dropout: float = Field(0.05, ge=0, lt=1)
-    target_modules: Union[list[str], Literal["all-linear"]] = Field(default_factory=lambda: list(SEVEN_PROJECTIONS))
+    target_modules: Union[list[str], Literal["all-linear", "auto"]] = Field(
+        "auto", description="auto = the model family's preset (the seven attention and MLP projections)")
     bias: Literal["none", "all", "lora_only"] = "none"
 
     @field_validator("target_modules")
@@ -38,7 +40,8 @@ class LoraSection(Section):
 class QloraSection(Section):
     quant_type: Literal["nf4", "fp4"] = "nf4"
     double_quant: bool = True
-    compute_dtype: Literal["bfloat16", "float16", "float32"] = "bfloat16"
+    compute_dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field(
+        "auto", description="auto = the family's GPU preset (Qwen float16, others bfloat16), float32 on CPU")
 
 
 class DatasetSection(Section):

@@ -4,7 +4,7 @@ from pathlib import Path
 import torch
 
 from ..errors import FastftError
-from ..models.build import prepare_tokenizer
+from ..models.build import prepare_tokenizer, resolve_recipe
 from ..models.loader import load_base_model
 
 
@@ -12,6 +12,7 @@ def load_for_inference(recipe, adapter: Path | None, progress=print):
     """(model, tokenizer): the base model, with the adapter (and the tokenizer saved beside it) when given."""
     from transformers import AutoTokenizer
 
+    recipe, _ = resolve_recipe(recipe, progress)
     source, tokenizer, _ = prepare_tokenizer(recipe, progress)
     if adapter is not None:
         if not (Path(adapter) / "adapter_config.json").exists():

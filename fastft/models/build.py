@@ -3,11 +3,18 @@
 The tokenizer is prepared first and on its own, so data problems surface before any weights are loaded.
 """
 from ..data.chat_templates import template_for
-from .chat_tokens import add_chat_tokens
 from ..patching import apply_kernels
+from .chat_tokens import add_chat_tokens
 from .loader import (LoadedModel, add_lora, count_params, device_name, load_base_model, load_tokenizer, resolve_dtype,
                      resolve_source)
+from .presets import apply_presets
 from .unsloth_backend import load_with_unsloth
+
+
+def resolve_recipe(recipe, progress=print):
+    """(recipe with every `auto` decided for this model family and machine, local source of the model)."""
+    source = resolve_source(recipe.model.name, progress)
+    return apply_presets(recipe, source), source
 
 
 def prepare_tokenizer(recipe, progress=print):
@@ -23,7 +30,7 @@ def prepare_tokenizer(recipe, progress=print):
 
 
 def build_model(recipe, source: str, tokenizer, new_ids: list[int], backend: str = "hf") -> LoadedModel:
-    """`backend` comes from unsloth_backend.select_backend, called before anything is written."""
+    """`recipe` as resolve_recipe returns it; `backend` from unsloth_backend.select_backend, called before anything is written."""
     if backend == "unsloth":
         model, _ = load_with_unsloth(recipe, source)  # unverified until a GPU run exists
         dtype = resolve_dtype(recipe.model.dtype)

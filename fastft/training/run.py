@@ -7,7 +7,7 @@ from transformers import TrainerCallback, set_seed
 
 from ..data.collator import PadCollator
 from ..data.pipeline import build_splits
-from ..models.build import build_model, prepare_tokenizer
+from ..models.build import build_model, prepare_tokenizer, resolve_recipe
 from ..models.unsloth_backend import select_backend
 from ..progress import progress
 from ..runlog import RunLog
@@ -38,6 +38,7 @@ class _LogToRunLog(TrainerCallback):
 def run(recipe, recipe_file: Path | None, log: RunLog, mode: str = "new") -> RunResult:
     # Everything that can fail on user input (output folder, tokenizer, data) runs before anything is written.
     output_dir = Path(recipe.output.dir) / recipe.experiment
+    recipe, _ = resolve_recipe(recipe, log)
     resume_from = check_output_dir(output_dir, recipe, mode)
     backend = select_backend(recipe.model)
     source, tokenizer, new_ids = prepare_tokenizer(recipe, log)
