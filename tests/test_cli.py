@@ -54,3 +54,12 @@ def test_unsloth_backend_without_gpu_is_refused_before_anything_is_written(tmp_p
     assert "Unsloth needs an NVIDIA/AMD/Intel GPU" in result.output and "use model.backend: hf" in result.output
     assert "Traceback" not in result.output
     assert not (tmp_path / "out").exists() and not (tmp_path / "logs").exists()
+
+
+def test_resume_without_a_run_says_there_is_nothing_to_resume(tmp_path, tiny_llama):
+    from tests.factories import recipe_for
+
+    result = CliRunner().invoke(main, ["run", str(recipe_for(tmp_path, tiny_llama)), "--resume"])
+    assert result.exit_code == 2
+    assert "nothing to resume" in result.output and "run without --resume" in result.output
+    assert not (tmp_path / "outputs").exists()
