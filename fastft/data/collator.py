@@ -9,9 +9,11 @@ from .encode import IGNORE_INDEX
 
 
 class PadCollator:
-    def __init__(self, pad_token_id: int, pad_to_multiple_of: int | None = None):
+    def __init__(self, pad_token_id: int, pad_to_multiple_of: int | None = None, with_ids: bool = False):
+        """with_ids adds `example_ids` (a list of str) so a failing batch can be named; FastftTrainer removes it."""
         self.pad_token_id = pad_token_id
         self.pad_to_multiple_of = pad_to_multiple_of
+        self.with_ids = with_ids
 
     def __call__(self, features: list[dict]) -> dict:
         longest = max(len(f["input_ids"]) for f in features)
@@ -33,4 +35,6 @@ class PadCollator:
                 batch["position_ids"][row, n:] = torch.arange(longest - n)
             else:
                 batch["attention_mask"][row, :n] = 1
+        if self.with_ids:
+            batch["example_ids"] = [str(f.get("example_id", "?")) for f in features]
         return batch

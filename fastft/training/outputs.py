@@ -16,9 +16,9 @@ def recipe_yaml(recipe) -> str:
     return yaml.safe_dump(recipe.model_dump(), allow_unicode=True, sort_keys=False)
 
 
-def last_checkpoint(output_dir: Path) -> Path | None:
+def last_checkpoint(checkpoints: Path) -> Path | None:
     """The newest complete Trainer checkpoint (checkpoint-<step> folders holding trainer_state.json)."""
-    found = [p for p in (output_dir / CHECKPOINTS).glob("checkpoint-*") if (p / "trainer_state.json").exists()]
+    found = [p for p in checkpoints.glob("checkpoint-*") if (p / "trainer_state.json").exists()]
     return max(found, key=lambda p: int(p.name.rsplit("-", 1)[1]), default=None)
 
 
@@ -34,7 +34,7 @@ def check_output_dir(output_dir: Path, recipe, mode: str) -> Path | None:
                 f"--resume: the recipe differs from the one {output_dir} was trained with",
                 hint=f"compare with {output_dir / RECIPE_FILE}, or pass --overwrite to start over",
             )
-        return last_checkpoint(output_dir)
+        return last_checkpoint(output_dir / CHECKPOINTS)
     if exists and mode != "overwrite":
         raise FastftError(
             f"the output folder {output_dir} already holds a run",

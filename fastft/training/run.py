@@ -58,7 +58,7 @@ def run(recipe, recipe_file: Path | None, log: RunLog, mode: str = "new") -> Run
         train_dataset=train.dataset,
         eval_dataset=evaluation.dataset if evaluation else None,
         processing_class=tokenizer,
-        data_collator=PadCollator(tokenizer.pad_token_id),
+        data_collator=PadCollator(tokenizer.pad_token_id, with_ids=True),
         callbacks=[_LogToRunLog(log)],
         fused_loss=recipe.kernels.loss,
     )
@@ -69,7 +69,8 @@ def run(recipe, recipe_file: Path | None, log: RunLog, mode: str = "new") -> Run
     if resume_from:
         log(f"resuming from {resume_from}")
     train_out = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
-    metrics.update(train_loss=train_out.training_loss, train_runtime_s=train_out.metrics.get("train_runtime"))
+    metrics.update(train_loss=train_out.training_loss, train_runtime_s=train_out.metrics.get("train_runtime"),
+                   all_masked_batches_skipped=trainer.all_masked_batches)
     if evaluation:
         metrics["eval_loss_after"] = trainer.evaluate()["eval_loss"]
         log(f"eval loss after training: {metrics['eval_loss_after']:.4f}")
