@@ -14,14 +14,13 @@ from ..config.schema import SEVEN_PROJECTIONS
 class Preset:
     targets: tuple[str, ...]
     qlora_compute: str  # on a GPU; the CPU always computes in fp32
-    activation: str  # what lora_mlp runs for this family
 
 
-_LLAMA = Preset(tuple(SEVEN_PROJECTIONS), "bfloat16", "swiglu")
-_QWEN = Preset(tuple(SEVEN_PROJECTIONS), "float16", "swiglu")  # the seed notebooks trained Qwen in fp16
-_GEMMA = Preset(tuple(SEVEN_PROJECTIONS), "bfloat16", "geglu")
+_LLAMA = Preset(tuple(SEVEN_PROJECTIONS), "bfloat16")
+_QWEN = Preset(tuple(SEVEN_PROJECTIONS), "float16")  # the seed notebooks trained Qwen in fp16
+_GEMMA = Preset(tuple(SEVEN_PROJECTIONS), "bfloat16")
 FAMILIES = {"llama": _LLAMA, "qwen2": _QWEN, "qwen3": _QWEN, "gemma": _GEMMA, "gemma2": _GEMMA, "gemma3": _GEMMA, "gemma3_text": _GEMMA}
-GENERIC = Preset(tuple(SEVEN_PROJECTIONS), "bfloat16", "swiglu")
+GENERIC = Preset(tuple(SEVEN_PROJECTIONS), "bfloat16")
 
 
 def model_type(source: str, trust_remote_code: bool = False) -> str:

@@ -9,7 +9,6 @@ from ..errors import FastftError
 
 RECIPE_FILE = "resolved_recipe.yaml"
 CHECKPOINTS = "checkpoints"
-MODES = ("new", "resume", "overwrite")
 
 
 def recipe_yaml(recipe) -> str:
