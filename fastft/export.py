@@ -13,10 +13,10 @@ from pydantic import ValidationError
 from .config.schema import ModelSection, QloraSection
 from .errors import FastftError
 from .models.loader import load_base_model, load_tokenizer, resolve_source
+from .training.outputs import RECIPE_FILE
 
 DTYPE_NAMES = {"bfloat16": "bfloat16", "bf16": "bfloat16", "float16": "float16", "fp16": "float16",
                "float32": "float32", "fp32": "float32"}
-RUN_RECIPE = "resolved_recipe.yaml"
 
 
 def read_adapter_config(adapter_dir: Path) -> dict:
@@ -32,7 +32,7 @@ def read_adapter_config(adapter_dir: Path) -> dict:
 
 def run_settings(adapter_dir: Path, base: str, dtype: str) -> tuple[ModelSection, QloraSection]:
     """The model and QLoRA sections the adapter was trained with, when its run recipe is there; else plain LoRA."""
-    recipe_file = adapter_dir.parent / RUN_RECIPE
+    recipe_file = adapter_dir.parent / RECIPE_FILE
     recipe = yaml.safe_load(recipe_file.read_text(encoding="utf-8")) if recipe_file.is_file() else {}
     # eager attention loads for every architecture on every machine; merging never runs attention that matters.
     model = {**recipe.get("model", {}), "name": base, "dtype": dtype, "attn_implementation": "eager"}

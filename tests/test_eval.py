@@ -53,4 +53,4 @@ def test_eval_needs_exactly_one_of_adapter_and_zero_shot(tmp_path, tiny_llama):
 
 def test_eval_rejects_a_folder_that_is_not_an_adapter(tmp_path, tiny_llama):
     result = CliRunner().invoke(main, ["eval", str(recipe_for(tmp_path, tiny_llama)), "--adapter", str(tmp_path)])
-    assert result.exit_code == 2 and "not an adapter folder" in result.output
+    assert result.exit_code == 2 and "this is not a LoRA adapter folder" in result.output

@@ -9,13 +9,17 @@ from ..metrics import classification_metrics, qa_metrics, rouge
 from .generate import generate_texts, load_for_inference
 
 
+def _both_tokenizations(metric, predictions: list[str], references: list[str]) -> dict:
+    morpheme = metric(predictions, references, tokenize="morpheme")
+    return {**metric(predictions, references), **{f"{k}_morpheme": v for k, v in morpheme.items()}}
+
+
 def task_metrics(task: str, predictions: list[str], references: list[str]) -> dict:
     """Flat numbers for metrics.json; the ROUGE sum is the competition's score."""
     if task == "summary":
-        whitespace, morpheme = rouge(predictions, references), rouge(predictions, references, tokenize="morpheme")
-        return {**{f"{k}": v for k, v in whitespace.items()}, **{f"{k}_morpheme": v for k, v in morpheme.items()}}
+        return _both_tokenizations(rouge, predictions, references)
     if task == "qa":
-        return {**qa_metrics(predictions, references), **{f"{k}_morpheme": v for k, v in qa_metrics(predictions, references, "morpheme").items()}}
+        return _both_tokenizations(qa_metrics, predictions, references)
     if task == "classification":
         scores = classification_metrics(predictions, references)
         return {"accuracy": scores["accuracy"], "macro_f1": scores["macro_f1"], "unparsed": scores["unparsed"]}
@@ -27,7 +31,7 @@ def evaluate(recipe, recipe_file: Path | None, adapter: Path | None, out_dir: Pa
         raise FastftError("the recipe has no eval split", where="dataset.eval", hint="set dataset.eval to a file to evaluate on")
     task = build_task(recipe.dataset)
     source = open_split(task, recipe.dataset.eval, "dataset.eval", recipe_file, recipe.dataset.max_eval_samples)
-    rows = [ex for ex in examples(task, source, augment=False)]
+    rows = list(examples(task, source, augment=False))
     model, tokenizer = load_for_inference(recipe, adapter, log)
     predictions = generate_texts(model, tokenizer, build_encoder(recipe.dataset, tokenizer), rows, recipe.generation, progress)
     references = [ex.answer or "" for ex in rows]

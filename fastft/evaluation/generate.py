@@ -4,6 +4,7 @@ from pathlib import Path
 import torch
 
 from ..errors import FastftError
+from ..export import read_adapter_config
 from ..models.build import prepare_tokenizer, resolve_recipe
 from ..models.loader import load_base_model
 
@@ -15,9 +16,7 @@ def load_for_inference(recipe, adapter: Path | None, progress=print):
     recipe, _ = resolve_recipe(recipe, progress)
     source, tokenizer, _ = prepare_tokenizer(recipe, progress)
     if adapter is not None:
-        if not (Path(adapter) / "adapter_config.json").exists():
-            raise FastftError("no adapter_config.json here: not an adapter folder", where=str(adapter),
-                              hint="pass the final_model folder of a fastft run (outputs/<experiment>/final_model)")
+        read_adapter_config(Path(adapter))  # a clear message for a folder that is not an adapter
         tokenizer = AutoTokenizer.from_pretrained(adapter)  # carries the chat template and any added tokens
     model, _ = load_base_model(recipe.model, recipe.qlora, source)
     if len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
