@@ -4,18 +4,14 @@ import torch
 from datasets import Dataset
 
 from fastft.config.loader import load_recipe
-from fastft.data.collator import PadCollator
 from fastft.errors import FastftError
-from fastft.models.build import build_model, prepare_tokenizer, resolve_recipe
-from fastft.training.args import sft_config
-from fastft.training.trainer import FastftTrainer
-from tests.factories import recipe_for
+from tests.factories import fastft_trainer, recipe_for
 
 
 def records(vocab: int, masked_ids=()):
     g = torch.Generator().manual_seed(0)
     rows = []
-    for i, name in enumerate(["good-0", "good-1", "good-2", *masked_ids]):
+    for name in ["good-0", "good-1", "good-2", *masked_ids]:
         ids = torch.randint(5, vocab, (12,), generator=g).tolist()
         labels = [-100] * 12 if name in masked_ids else [-100] * 6 + ids[6:]
         rows.append({"input_ids": ids, "labels": labels, "example_id": name})
@@ -25,25 +21,19 @@ def records(vocab: int, masked_ids=()):
 def trainer_for(tmp_path, model_dir, data):
     recipe = load_recipe(recipe_for(tmp_path, model_dir), [
         f"training.max_steps={len(data)}", "training.batch_size=1", "training.grad_accum=1", "lora.dropout=0.0"])
-    recipe, _ = resolve_recipe(recipe, lambda *_: None)
-    source, tokenizer, new_ids = prepare_tokenizer(recipe, lambda *_: None)
-    loaded = build_model(recipe, source, tokenizer, new_ids)
-    args = sft_config(recipe, str(tmp_path / "checkpoints"), has_eval=False, compute_dtype=torch.float32)
-    args.save_strategy, args.disable_tqdm = "no", True
-    trainer = FastftTrainer(model=loaded.model, args=args, train_dataset=data, processing_class=tokenizer,
-                            data_collator=PadCollator(tokenizer.pad_token_id, with_ids=True))
-    return trainer, loaded.model, len(tokenizer)
+    trainer, loaded = fastft_trainer(recipe, tmp_path / "checkpoints", data)
+    return trainer, loaded.model
 
 
 def test_all_masked_batch_is_skipped_and_counted(tmp_path, tiny_llama):
-    trainer, model, vocab = trainer_for(tmp_path, tiny_llama, records(300, masked_ids=("masked",)))
+    trainer, model = trainer_for(tmp_path, tiny_llama, records(300, masked_ids=("masked",)))
     trainer.train()
     assert trainer.all_masked_batches == 1
     assert trainer.state.global_step == 4
 
 
 def test_non_finite_loss_stops_naming_step_and_examples(tmp_path, tiny_llama):
-    trainer, model, _ = trainer_for(tmp_path, tiny_llama, records(300))
+    trainer, model = trainer_for(tmp_path, tiny_llama, records(300))
     with torch.no_grad():
         next(p for n, p in model.named_parameters() if "down_proj.lora_B" in n).fill_(float("nan"))
     with pytest.raises(FastftError) as info:
