@@ -1,7 +1,6 @@
-"""Timing, peak memory and the matmul peak that MFU is measured against."""
+"""Timing and the matmul peak that MFU is measured against (peak memory: fastft.training.usage)."""
 import resource
 import statistics
-import sys
 import time
 
 import torch
@@ -44,15 +43,6 @@ def timed_steps(run, warmup: int, timed: int, device: str) -> tuple[list[float],
 
 def median(values: list[float]) -> float:
     return statistics.median(values)
-
-
-def peak_memory_bytes(device: str) -> int:
-    """CUDA: peak allocated by torch in this process. CPU: peak resident set of this process (so each
-    configuration runs in a fresh process)."""
-    if device == "cuda":
-        return int(torch.cuda.max_memory_allocated())
-    scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss is bytes on macOS, KiB on Linux
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
 
 
 def limit_address_space(max_bytes: int) -> None:

@@ -60,7 +60,9 @@ def run_config(cfg: Config) -> dict:
     """The row of one configuration (mfu/useful_mfu stay None: they need the peak, see measure.with_mfu)."""
     from . import systems
     from .flops import step_flops
-    from .measure import median, peak_memory_bytes, timed_steps
+    from fastft.training.usage import peak_memory_bytes
+
+    from .measure import median, timed_steps
 
     row, system = base_row(cfg), systems.system(cfg.system)
     reason = system.unavailable(cfg)

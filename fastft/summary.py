@@ -4,7 +4,7 @@ import platform
 import torch
 
 
-def _versions() -> str:
+def versions() -> str:
     import peft
     import transformers
     import trl
@@ -25,22 +25,43 @@ def model_summary(log, recipe, loaded, optimizer: str, args) -> None:
     for line in loaded.kernels.lines():
         log(f"  kernels    {line}")
     log(f"  device     {loaded.device}, dtype {str(loaded.dtype).replace('torch.', '')}, optimizer {optimizer}, gradient checkpointing {'on' if args.gradient_checkpointing else 'off'}")
-    log(f"  versions   {_versions()}")
+    log(f"  versions   {versions()}")
+
+
+def split_stats(split) -> dict:
+    """The numbers a split is summarised by, in the start-up summary and in report.md."""
+    s = split.stats
+    lengths = [len(ids) for ids in split.dataset["input_ids"]]
+    return {
+        "examples": len(split.dataset),
+        "rendered": s.total,
+        "path": str(split.path),
+        "tokens": sum(lengths),
+        "trained_tokens": sum(sum(1 for label in labels if label != -100) for labels in split.dataset["labels"]),
+        "max_length": max(lengths),
+        "prompt_truncated": s.prompt_truncated,
+        "answer_truncated": s.answer_truncated,
+        "dropped": len(s.dropped),
+    }
+
+
+def _named(train, evaluation) -> list[tuple[str, object]]:
+    return [(name, split) for name, split in (("train", train), ("eval", evaluation)) if split is not None]
+
+
+def data_stats(train, evaluation) -> dict:
+    return {name: split_stats(split) for name, split in _named(train, evaluation)}
 
 
 def data_summary(log, train, evaluation) -> None:
-    for name, split in (("train", train), ("eval", evaluation)):
-        if split is None:
-            continue
-        s = split.stats
-        lengths = [len(ids) for ids in split.dataset["input_ids"]]
-        trained = sum(sum(1 for label in labels if label != -100) for labels in split.dataset["labels"])
+    for name, split in _named(train, evaluation):
+        n = split_stats(split)
         log(
-            f"  data {name:5s} {len(split.dataset)} examples from {s.total} rendered ({split.path}); "
-            f"{sum(lengths):,} tokens, {trained:,} trained ({100.0 * trained / max(sum(lengths), 1):.1f}%), "
-            f"max length {max(lengths)}; prompt truncated {s.prompt_truncated}, answer truncated {s.answer_truncated}, dropped {len(s.dropped)}"
+            f"  data {name:5s} {n['examples']} examples from {n['rendered']} rendered ({n['path']}); "
+            f"{n['tokens']:,} tokens, {n['trained_tokens']:,} trained ({100.0 * n['trained_tokens'] / max(n['tokens'], 1):.1f}%), "
+            f"max length {n['max_length']}; prompt truncated {n['prompt_truncated']}, answer truncated {n['answer_truncated']}, dropped {n['dropped']}"
         )
-        for example_id, reason in s.dropped[:5]:
+        for example_id, reason in split.stats.dropped[:5]:
             log(f"    dropped {example_id}: {reason}")
 
 

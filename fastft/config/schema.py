@@ -1,14 +1,17 @@
 """The recipe schema: one pydantic model drives validation, `--set` typing and the defaults users see."""
 from typing import Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, field_validator, model_validator
+
+from ..errors import FastftError
 
 SEVEN_PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 DType = Literal["auto", "float32", "bfloat16", "float16"]
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # No inf/nan: `learning_rate: .inf` passes a `> 0` check, and `epochs: .inf` would train forever.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class ModelSection(Section):
@@ -73,6 +76,8 @@ class TrainingSection(Section):
     gradient_checkpointing: bool = True
     optimizer: str = Field("auto", description="auto = paged_adamw_32bit on CUDA, adamw_torch otherwise")
     logging_steps: PositiveInt = 10
+    save_steps: Optional[PositiveInt] = Field(
+        None, description="checkpoint (and evaluate) every N optimizer steps; unset = once per epoch, only with an eval split")
     save_total_limit: PositiveInt = 2
     eval_before_training: bool = True
 
@@ -105,11 +110,32 @@ class OutputSection(Section):
 
 class LoggingSection(Section):
     report_to: list[Literal["tensorboard", "wandb", "mlflow"]] = Field(default_factory=list)
+    tensorboard: bool = Field(False, description="TensorBoard events in <output.dir>/<experiment>/tensorboard "
+                                                 "(report_to: [tensorboard] writes to the same folder)")
+
+
+# The names fastft.evaluation.evaluate.task_metrics returns for each task that can pick a best checkpoint.
+GENERATION_METRICS = {
+    "summary": ("rouge_sum", "rouge1", "rouge2", "rougeL", "rouge_sum_morpheme"),
+    "qa": ("f1", "exact_match", "f1_morpheme"),
+    "classification": ("accuracy", "macro_f1"),
+}
+BEST_METRICS = ("eval_loss", *(name for names in GENERATION_METRICS.values() for name in names))
+
+
+class EvaluationSection(Section):
+    """Generation on the eval split during training, and what picks the best checkpoint."""
+
+    generate_every_epoch: bool = Field(
+        False, description="generate at every evaluation (before training and each epoch) and log the task metrics")
+    max_samples: PositiveInt = Field(16, description="generate on the first N eval examples, the same ones each time")
+    metric_for_best: Literal[BEST_METRICS] = Field(
+        "eval_loss", description="eval_loss (lower is better) or a task metric (higher is better; needs generate_every_epoch)")
 
 
 class Recipe(Section):
     experiment: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-    seed: int = 42
+    seed: int = Field(42, ge=0, lt=2**32, description="numpy's seed range, which set_seed also feeds")
     model: ModelSection
     lora: LoraSection = Field(default_factory=LoraSection)
     qlora: QloraSection = Field(default_factory=QloraSection)
@@ -119,3 +145,26 @@ class Recipe(Section):
     generation: GenerationSection = Field(default_factory=GenerationSection)
     output: OutputSection = Field(default_factory=OutputSection)
     logging: LoggingSection = Field(default_factory=LoggingSection)
+    evaluation: EvaluationSection = Field(default_factory=EvaluationSection)
+
+    @model_validator(mode="after")
+    def _evaluation_fits_the_data(self):
+        # A FastftError, not a ValueError: pydantic would file a ValueError here under the whole recipe.
+        check_evaluation(self.evaluation, self.dataset)
+        return self
+
+
+def check_evaluation(evaluation: EvaluationSection, dataset: DatasetSection) -> None:
+    if evaluation.generate_every_epoch and not dataset.eval:
+        raise FastftError("generating during training needs an eval split", where="evaluation.generate_every_epoch",
+                          hint="set dataset.eval, or turn evaluation.generate_every_epoch off")
+    metric = evaluation.metric_for_best
+    if metric == "eval_loss":
+        return
+    offered = GENERATION_METRICS.get(dataset.task, ())
+    if metric not in offered:
+        raise FastftError(f"{metric!r} is not a metric of task {dataset.task!r}", where="evaluation.metric_for_best",
+                          hint=f"use eval_loss{''.join(f' or {m}' for m in offered)}")
+    if not evaluation.generate_every_epoch:
+        raise FastftError(f"{metric!r} is measured on generated text, and nothing is generated during training",
+                          where="evaluation.metric_for_best", hint="set evaluation.generate_every_epoch: true, or use eval_loss")

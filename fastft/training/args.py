@@ -1,6 +1,8 @@
 """Recipe training section -> TRL SFTConfig."""
 import torch
 
+from .tensorboard import TENSORBOARD
+
 
 def optimizer_name(name: str) -> str:
     if name != "auto":
@@ -9,12 +11,21 @@ def optimizer_name(name: str) -> str:
     return "paged_adamw_32bit" if torch.cuda.is_available() else "adamw_torch"
 
 
+def checkpoint_schedule(save_steps: int | None, has_eval: bool) -> dict:
+    """When to save and evaluate. Evaluation follows the save interval because load_best_model_at_end needs
+    both on the same schedule; without an eval split only save_steps asks for checkpoints."""
+    if save_steps:
+        return dict(save_strategy="steps", save_steps=save_steps,
+                    eval_strategy="steps" if has_eval else "no", eval_steps=save_steps if has_eval else None)
+    per_epoch = "epoch" if has_eval else "no"
+    return dict(save_strategy=per_epoch, eval_strategy=per_epoch)
+
+
 def sft_config(recipe, output_dir: str, has_eval: bool, compute_dtype: torch.dtype):
     from trl import SFTConfig
 
     t = recipe.training
     on_gpu = torch.cuda.is_available()
-    per_epoch = "epoch" if has_eval else "no"
     return SFTConfig(
         output_dir=output_dir,
         num_train_epochs=t.epochs,
@@ -31,16 +42,16 @@ def sft_config(recipe, output_dir: str, has_eval: bool, compute_dtype: torch.dty
         optim=optimizer_name(t.optimizer),
         logging_steps=t.logging_steps,
         logging_first_step=True,
-        eval_strategy=per_epoch,
-        save_strategy=per_epoch,
+        **checkpoint_schedule(t.save_steps, has_eval),
         save_total_limit=t.save_total_limit,
         load_best_model_at_end=has_eval,
-        metric_for_best_model="eval_loss" if has_eval else None,
-        greater_is_better=False,
+        metric_for_best_model=recipe.evaluation.metric_for_best if has_eval else None,
+        greater_is_better=recipe.evaluation.metric_for_best != "eval_loss",  # generation metrics: higher is better
         prediction_loss_only=True,
         bf16=on_gpu and compute_dtype == torch.bfloat16,
         fp16=on_gpu and compute_dtype == torch.float16,
-        report_to=list(recipe.logging.report_to) or "none",
+        # TensorBoard is added by run.py (training/tensorboard.py), which puts its events in the run folder.
+        report_to=[name for name in recipe.logging.report_to if name != TENSORBOARD] or "none",
         seed=recipe.seed,
         data_seed=recipe.seed,
         max_length=None,  # fastft's encoder already applied the token budget
@@ -48,4 +59,7 @@ def sft_config(recipe, output_dir: str, has_eval: bool, compute_dtype: torch.dty
         remove_unused_columns=False,
         dataset_kwargs={"skip_prepare_dataset": True},
         dataloader_pin_memory=on_gpu,
+        # Without it accelerate sees no GPU under torchrun and lets every rank train alone instead of joining gloo.
+        use_cpu=not on_gpu,
+        include_num_input_tokens_seen="non_padding",  # the token count of usage.py's tokens/s
     )

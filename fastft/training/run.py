@@ -10,11 +10,13 @@ from ..data.pipeline import build_splits
 from ..models.build import build_model, prepare_tokenizer, resolve_recipe
 from ..models.unsloth_backend import select_backend
 from ..progress import progress
+from ..report import write_run_record
 from ..runlog import RunLog
-from ..summary import data_summary, model_summary, print_metrics
+from ..summary import data_stats, data_summary, model_summary, print_metrics
 from .args import optimizer_name, sft_config
 from .outputs import CHECKPOINTS, check_output_dir, open_output_dir
 from .trainer import FastftTrainer
+from .usage import UsageMeter
 
 
 @dataclass
@@ -52,6 +54,7 @@ def run(recipe, recipe_file: Path | None, log: RunLog, mode: str = "new") -> Run
     model_summary(log, recipe, loaded, optimizer_name(recipe.training.optimizer), args)
     data_summary(log, train, evaluation)
 
+    usage = UsageMeter()
     trainer = FastftTrainer(
         model=loaded.model,
         args=args,
@@ -59,7 +62,7 @@ def run(recipe, recipe_file: Path | None, log: RunLog, mode: str = "new") -> Run
         eval_dataset=evaluation.dataset if evaluation else None,
         processing_class=tokenizer,
         data_collator=PadCollator(tokenizer.pad_token_id, with_ids=True),
-        callbacks=[_LogToRunLog(log)],
+        callbacks=[_LogToRunLog(log), usage],
         fused_loss=recipe.kernels.loss,
     )
     metrics = {}
@@ -70,7 +73,7 @@ def run(recipe, recipe_file: Path | None, log: RunLog, mode: str = "new") -> Run
         log(f"resuming from {resume_from}")
     train_out = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     metrics.update(train_loss=train_out.training_loss, train_runtime_s=train_out.metrics.get("train_runtime"),
-                   all_masked_batches_skipped=trainer.all_masked_batches)
+                   all_masked_batches_skipped=trainer.all_masked_batches, **usage.metrics())
     if evaluation:
         metrics["eval_loss_after"] = trainer.evaluate()["eval_loss"]
         log(f"eval loss after training: {metrics['eval_loss_after']:.4f}")
@@ -81,6 +84,8 @@ def run(recipe, recipe_file: Path | None, log: RunLog, mode: str = "new") -> Run
         trainer.model.save_pretrained(str(final_model), save_embedding_layers=True)
     tokenizer.save_pretrained(str(final_model))
     (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2), encoding="utf-8")
+    report = write_run_record(output_dir, trainer.state.log_history, data_stats(train, evaluation))
+    log(f"report: {report}")
     result = RunResult(output_dir, final_model, log.path, metrics)
     print_metrics(log, result)
     return result
