@@ -78,5 +78,6 @@ def fastft_trainer(recipe, out_dir: Path, dataset=None):
     args = sft_config(recipe, str(out_dir), has_eval=False, compute_dtype=loaded.dtype)
     args.save_strategy, args.disable_tqdm = "no", True
     trainer = FastftTrainer(model=loaded.model, args=args, train_dataset=dataset, processing_class=tokenizer,
-                            data_collator=PadCollator(tokenizer.pad_token_id, with_ids=True))
+                            data_collator=PadCollator(tokenizer.pad_token_id, with_ids=True),
+                            token_budget=(recipe.dataset.max_prompt_tokens, recipe.dataset.max_answer_tokens))
     return trainer, loaded

@@ -64,6 +64,7 @@ def run(recipe, recipe_file: Path | None, log: RunLog, mode: str = "new") -> Run
         data_collator=PadCollator(tokenizer.pad_token_id, with_ids=True),
         callbacks=[_LogToRunLog(log), usage],
         fused_loss=recipe.kernels.loss,
+        token_budget=(recipe.dataset.max_prompt_tokens, recipe.dataset.max_answer_tokens),
     )
     metrics = {}
     if evaluation and recipe.training.eval_before_training and resume_from is None:
