@@ -113,6 +113,17 @@ def merge(adapter, out, dtype, base):
     click.echo(f"merged model saved to {merge_adapter(adapter, out, dtype, base)}")
 
 
+def check_model_choice(adapter, zero_shot) -> None:
+    if bool(adapter) == zero_shot:
+        raise FastftError("pass exactly one of --adapter DIR and --zero-shot", hint="e.g. --adapter outputs/<experiment>/final_model")
+
+
+def results_dir(recipe, adapter) -> Path:
+    """The run folder of the adapter; zero-shot results sit beside the run's folder, not in it, so producing
+    them first never blocks `fastft run`."""
+    return Path(adapter).parent if adapter else Path(recipe.output.dir) / f"{recipe.experiment}-zero-shot"
+
+
 @main.command(name="eval")
 @click.argument("recipe", type=click.Path(path_type=Path))
 @_set_option
@@ -124,15 +135,51 @@ def evaluate_command(recipe, sets, adapter, zero_shot, out):
     from .evaluation.evaluate import evaluate
     from .progress import progress
 
-    if bool(adapter) == zero_shot:
-        raise FastftError("pass exactly one of --adapter DIR and --zero-shot", hint="e.g. --adapter outputs/<experiment>/final_model")
+    check_model_choice(adapter, zero_shot)
     loaded = load_recipe(recipe, sets)
-    # Zero-shot results sit beside the run's folder, not in it, so evaluating first never blocks `fastft run`.
-    out = out or (Path(adapter).parent / "eval" if adapter else Path(loaded.output.dir) / f"{loaded.experiment}-zero-shot")
+    out = out or (Path(adapter).parent / "eval" if adapter else results_dir(loaded, adapter))
     metrics = evaluate(loaded, recipe, adapter, out, progress, _err.print)
     for key, value in metrics.items():
         click.echo(f"{key:22s} {value:.4f}" if isinstance(value, float) else f"{key:22s} {value}")
     click.echo(f"predictions and metrics written to {out}")
+
+
+@main.command()
+@click.argument("recipe", type=click.Path(path_type=Path))
+@_set_option
+@click.option("--adapter", type=click.Path(path_type=Path), help="adapter folder (outputs/<experiment>/final_model)")
+@click.option("--zero-shot", is_flag=True, help="generate with the base model, without an adapter")
+@click.option("--input", "input_file", type=click.Path(path_type=Path),
+              help="csv/jsonl/json/parquet rows to predict (default: the recipe's eval split); the answer column may be missing")
+@click.option("--output", type=click.Path(path_type=Path), help="CSV to write (default: predictions/<input name>.csv in the run folder)")
+def generate(recipe, sets, adapter, zero_shot, input_file, output):
+    """Generate an answer for every input row with the training template and write id,prediction[,reference] CSV."""
+    from .evaluation.predict import input_examples, predict, references, write_predictions
+    from .progress import progress
+
+    check_model_choice(adapter, zero_shot)
+    loaded = load_recipe(recipe, sets)
+    rows = input_examples(loaded, recipe, input_file)
+    output = output or results_dir(loaded, adapter) / "predictions" / f"{Path(input_file or loaded.dataset.eval).stem}.csv"
+    write_predictions(output, rows, predict(loaded, adapter, rows, progress, _err.print), references(rows))
+    click.echo(f"{len(rows)} predictions written to {output}")
+
+
+@main.command()
+@click.argument("recipe", required=False, type=click.Path(path_type=Path))
+@_set_option
+@click.option("--adapter", required=True, type=click.Path(path_type=Path), help="adapter folder (outputs/<experiment>/final_model)")
+def chat(recipe, sets, adapter):
+    """Talk to a fine-tuned model: one user turn per line on stdin (\\n for a line break), replies on stdout.
+    RECIPE defaults to the one the run saved beside the adapter. /reset clears the history; /exit or end of input stops."""
+    from .evaluation.chat import chat_loop, open_conversation, saved_recipe
+    from .export import read_adapter_config
+
+    read_adapter_config(Path(adapter))  # a clear message for a wrong folder before looking beside it for a recipe
+    loaded = load_recipe(recipe or saved_recipe(adapter), sets)
+    conversation = open_conversation(loaded, adapter, _err.print)
+    _err.print("chat: type a message; /reset clears the history, /exit ends")
+    chat_loop(conversation, click.get_text_stream("stdin"), click.echo, _err.print)
 
 
 if __name__ == "__main__":

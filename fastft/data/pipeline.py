@@ -33,16 +33,18 @@ def build_task(dataset_cfg) -> TaskFormat:
     return task
 
 
-def open_split(task: TaskFormat, value: str, label: str, recipe_file, limit) -> Source:
+def open_split(task: TaskFormat, value: str, label: str, recipe_file, limit, answers: bool = True) -> Source:
+    """`answers=False` opens a file to predict on, whose rows need only the prompt's columns."""
     source = load_rows(resolve_data_path(value, recipe_file), label)
-    check_columns(source, task.required_columns())
+    check_columns(source, task.required_columns() if answers else task.prompt_columns())
     if limit and limit < len(source.rows):
         source.rows = source.rows.select(range(limit))
     return source
 
 
-def examples(task: TaskFormat, source: Source, augment: bool, progress=None):
-    """An Example for every row, once per instruction phrasing when augmenting."""
+def examples(task: TaskFormat, source: Source, augment: bool, progress=None, predicting: bool = False):
+    """An Example for every row, once per instruction phrasing when augmenting; answers optional when predicting."""
+    build = task.build_for_prediction if predicting else task.build
     instructions = (task.instructions if augment else task.instructions[:1]) or (None,)
     text_columns = task.text_columns()
     rows = progress(source.rows, desc=f"Tokenizing {source.label}") if progress else source.rows
@@ -50,7 +52,7 @@ def examples(task: TaskFormat, source: Source, augment: bool, progress=None):
         check_strings(source, row, index, text_columns)
         for instruction in instructions:
             try:
-                yield task.build(row, index, instruction)
+                yield build(row, index, instruction)
             except RowError as exc:
                 raise FastftError(f"{source.where(index)}: {exc}", hint=exc.hint) from None
 

@@ -38,9 +38,8 @@ def _left_pad(prompts: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torc
     return ids, mask
 
 
-def generate_texts(model, tokenizer, encoder, examples, gen_cfg, progress=None) -> list[str]:
-    """One completion per example, stopped at the template's end-of-turn token."""
-    stop = [tokenizer.convert_tokens_to_ids(encoder.renderer.end_token), tokenizer.eos_token_id]
+def generation_prompts(encoder, examples) -> list[list[int]]:
+    """The token ids each example's generation starts from: the training example's prompt part."""
     prompts = []
     for example in examples:
         fitted = encoder.prompt_ids(example)
@@ -48,6 +47,13 @@ def generate_texts(model, tokenizer, encoder, examples, gen_cfg, progress=None) 
             raise FastftError(f"example {example.id}: the instruction and template alone exceed max_prompt_tokens",
                               hint="raise dataset.max_prompt_tokens")
         prompts.append(fitted[0])
+    return prompts
+
+
+def generate_texts(model, tokenizer, encoder, examples, gen_cfg, progress=None) -> list[str]:
+    """One completion per example, stopped at the template's end-of-turn token."""
+    stop = [tokenizer.convert_tokens_to_ids(encoder.renderer.end_token), tokenizer.eos_token_id]
+    prompts = generation_prompts(encoder, examples)
     starts = range(0, len(prompts), gen_cfg.batch_size)
     outputs = []
     for start in progress(starts, desc="Generating") if progress else starts:

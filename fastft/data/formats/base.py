@@ -40,6 +40,7 @@ class TaskFormat:
 
     fields: dict[str, str] = {}  # task field -> default column name
     optional: tuple[str, ...] = ()
+    answer_fields: tuple[str, ...] = ()  # what a file to predict on may lack
     id_column: Optional[str] = None
     instructions: tuple[str, ...] = ()  # phrasings; the first is the default, all are used by augmentation
 
@@ -57,6 +58,10 @@ class TaskFormat:
     def required_columns(self) -> list[str]:
         return [col for field, col in self.columns.items() if field not in self.optional]
 
+    def prompt_columns(self) -> list[str]:
+        """The required columns a row to predict on must have: all but the answer's."""
+        return [col for field, col in self.columns.items() if field not in self.optional and field not in self.answer_fields]
+
     def text_columns(self) -> list[str]:
         """Columns whose values must be strings (checked per row before `build`)."""
         return list(self.columns.values())
@@ -64,6 +69,10 @@ class TaskFormat:
     def build(self, row: dict, index: int, instruction: Optional[str]) -> Example:
         """Raises RowError for content the task cannot use."""
         raise NotImplementedError
+
+    def build_for_prediction(self, row: dict, index: int, instruction: Optional[str]) -> Example:
+        """Like `build`, for a row that may lack the answer (its Example's answer is then None)."""
+        return self.build(row, index, instruction)
 
     def row_id(self, row: dict, index: int) -> str:
         value = row.get(self.id_column) if self.id_column else None

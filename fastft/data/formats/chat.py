@@ -24,6 +24,13 @@ class ChatFormat(TaskFormat):
                            hint="add an assistant turn, or remove the row")
         return Example(id=self.row_id(row, index), instruction=None, body="", answer=turns[last].content, history=tuple(turns[:last]))
 
+    def build_for_prediction(self, row: dict, index: int, instruction=None) -> Example:
+        """A conversation that ends on a user (or system) turn is a prompt: its next reply is what to predict."""
+        turns = self._turns(row[self.columns["messages"]])
+        if turns[-1].role == "assistant":
+            return self.build(row, index)
+        return Example(id=self.row_id(row, index), instruction=None, body="", answer=None, history=tuple(turns))
+
     def _turns(self, messages) -> list[Turn]:
         column = self.columns["messages"]
         if not isinstance(messages, list) or not messages:

@@ -10,6 +10,7 @@ from .base import Example, TaskFormat
 class ClassificationFormat(TaskFormat):
     fields = {"code": "input", "category": "category", "explanation": "response"}
     optional = ("explanation",)
+    answer_fields = ("category", "explanation")
     id_column = "id"
     # Phrasings of our own, not the file's instruction column, so augmentation has five; all allow "safe".
     instructions = (
@@ -21,7 +22,7 @@ class ClassificationFormat(TaskFormat):
     )
 
     def build(self, row: dict, index: int, instruction: str) -> Example:
-        category = row[self.columns["category"]]
+        category = row.get(self.columns["category"])
         explanation = row.get(self.columns["explanation"])
         if not explanation or not category or explanation.startswith(category):
             answer = explanation or category

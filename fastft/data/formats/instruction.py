@@ -5,6 +5,7 @@ from .base import Example, TaskFormat
 class InstructionFormat(TaskFormat):
     fields = {"instruction": "instruction", "input": "input", "response": "response"}
     optional = ("input",)
+    answer_fields = ("response",)
 
     def build(self, row: dict, index: int, instruction: str) -> Example:
         return Example(

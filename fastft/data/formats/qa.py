@@ -5,6 +5,7 @@ from .base import Example, TaskFormat
 class QaFormat(TaskFormat):
     fields = {"context": "context", "question": "question", "answer": "answer"}
     id_column = "id"
+    answer_fields = ("answer",)
     instructions = (
         "다음 글을 읽고 질문에 답하세요.",
         "아래 지문을 바탕으로 질문에 짧게 답해 주세요.",

@@ -5,6 +5,7 @@ from .base import Example, TaskFormat
 class SummaryFormat(TaskFormat):
     fields = {"dialogue": "dialogue", "summary": "summary"}
     id_column = "fname"
+    answer_fields = ("summary",)
     instructions = (
         "다음 대화를 읽고 핵심 내용을 간결하게 요약하세요.",
         "아래 대화의 주요 내용을 한두 문장으로 정리해 주세요.",
