@@ -26,20 +26,28 @@ def task_metrics(task: str, predictions: list[str], references: list[str]) -> di
     return {}
 
 
+def eval_examples(dataset_cfg, recipe_file: Path | None, limit: int | None) -> list:
+    """The first `limit` examples of the eval split (all when None), never augmented."""
+    task = build_task(dataset_cfg)
+    return list(examples(task, open_split(task, dataset_cfg.eval, "dataset.eval", recipe_file, limit), augment=False))
+
+
+def write_predictions(path: Path, rows, predictions: list[str], references: list[str]) -> None:
+    with path.open("w", encoding="utf-8", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["id", "prediction", "reference"])
+        writer.writerows(zip((ex.id for ex in rows), predictions, references))
+
+
 def evaluate(recipe, recipe_file: Path | None, adapter: Path | None, out_dir: Path, progress=None, log=print) -> dict:
     if not recipe.dataset.eval:
         raise FastftError("the recipe has no eval split", where="dataset.eval", hint="set dataset.eval to a file to evaluate on")
-    task = build_task(recipe.dataset)
-    source = open_split(task, recipe.dataset.eval, "dataset.eval", recipe_file, recipe.dataset.max_eval_samples)
-    rows = list(examples(task, source, augment=False))
+    rows = eval_examples(recipe.dataset, recipe_file, recipe.dataset.max_eval_samples)
     model, tokenizer = load_for_inference(recipe, adapter, log)
     predictions = generate_texts(model, tokenizer, build_encoder(recipe.dataset, tokenizer), rows, recipe.generation, progress)
     references = [ex.answer or "" for ex in rows]
     metrics = task_metrics(recipe.dataset.task, predictions, references)
     out_dir.mkdir(parents=True, exist_ok=True)
-    with (out_dir / "predictions.csv").open("w", encoding="utf-8", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["id", "prediction", "reference"])
-        writer.writerows(zip((ex.id for ex in rows), predictions, references))
+    write_predictions(out_dir / "predictions.csv", rows, predictions, references)
     (out_dir / "metrics.json").write_text(json.dumps({"adapter": str(adapter) if adapter else None, **metrics}, indent=2), encoding="utf-8")
     return metrics

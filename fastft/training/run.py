@@ -7,6 +7,7 @@ from transformers import TrainerCallback, set_seed
 
 from ..data.collator import PadCollator
 from ..data.pipeline import build_splits
+from ..evaluation.callback import EpochGeneration
 from ..models.build import build_model, prepare_tokenizer, resolve_recipe
 from ..models.unsloth_backend import select_backend
 from ..progress import progress
@@ -15,6 +16,7 @@ from ..runlog import RunLog
 from ..summary import data_stats, data_summary, model_summary, print_metrics
 from .args import optimizer_name, sft_config
 from .outputs import CHECKPOINTS, check_output_dir, open_output_dir
+from .tensorboard import tensorboard_callback, wants_tensorboard
 from .trainer import FastftTrainer
 from .usage import UsageMeter
 
@@ -62,10 +64,14 @@ def run(recipe, recipe_file: Path | None, log: RunLog, mode: str = "new") -> Run
         eval_dataset=evaluation.dataset if evaluation else None,
         processing_class=tokenizer,
         data_collator=PadCollator(tokenizer.pad_token_id, with_ids=True),
-        callbacks=[_LogToRunLog(log), usage],
+        callbacks=[_LogToRunLog(log), usage] + ([tensorboard_callback(output_dir)] if wants_tensorboard(recipe.logging) else []),
         fused_loss=recipe.kernels.loss,
         token_budget=(recipe.dataset.max_prompt_tokens, recipe.dataset.max_answer_tokens),
     )
+    generation = None
+    if recipe.evaluation.generate_every_epoch:  # the schema has checked that there is an eval split
+        generation = EpochGeneration(recipe, recipe_file, tokenizer, output_dir, trainer.log)
+        trainer.add_callback(generation)
     metrics = {}
     if evaluation and recipe.training.eval_before_training and resume_from is None:
         metrics["eval_loss_before"] = trainer.evaluate()["eval_loss"]
@@ -75,6 +81,10 @@ def run(recipe, recipe_file: Path | None, log: RunLog, mode: str = "new") -> Run
     train_out = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     metrics.update(train_loss=train_out.training_loss, train_runtime_s=train_out.metrics.get("train_runtime"),
                    all_masked_batches_skipped=trainer.all_masked_batches, **usage.metrics())
+    if generation:
+        # The final evaluation is of the best checkpoint, generated on when it was saved: fine_tuned reads that.
+        trainer.remove_callback(generation)
+        metrics.update(generation.summary(trainer.state))
     if evaluation:
         metrics["eval_loss_after"] = trainer.evaluate()["eval_loss"]
         log(f"eval loss after training: {metrics['eval_loss_after']:.4f}")

@@ -1,0 +1,78 @@
+"""Generation on a fixed slice of the eval split at every evaluation of a training run.
+
+The task metrics join eval_loss in the evaluation's metrics, so `evaluation.metric_for_best` can pick the best
+checkpoint by them, and each evaluation's predictions land in <output>/generations/ for inspection.
+"""
+from pathlib import Path
+
+from transformers import TrainerCallback
+
+from ..config.schema import GENERATION_METRICS
+from ..data.pipeline import build_encoder
+from .evaluate import eval_examples, task_metrics, write_predictions
+from .generate import generate_texts
+
+GENERATIONS = "generations"
+
+
+def evaluation_name(state) -> str:
+    """epoch_0 before training, epoch_<k> at the end of epoch k, step_<n> for an evaluation inside an epoch."""
+    epoch = state.epoch or 0
+    return f"epoch_{int(epoch)}" if epoch == int(epoch) else f"step_{state.global_step}"
+
+
+class EpochGeneration(TrainerCallback):
+    """`log` is the trainer's own `log`: Trainer logs an evaluation before it calls on_evaluate, so the task
+    metrics go out as a second entry at the same step (log history, run log, TensorBoard)."""
+
+    def __init__(self, recipe, recipe_file: Path | None, tokenizer, output_dir: Path, log):
+        limit = recipe.evaluation.max_samples
+        if recipe.dataset.max_eval_samples:
+            limit = min(limit, recipe.dataset.max_eval_samples)
+        self.examples = eval_examples(recipe.dataset, recipe_file, limit)
+        self.references = [ex.answer or "" for ex in self.examples]
+        self.encoder = build_encoder(recipe.dataset, tokenizer)
+        self.tokenizer = tokenizer
+        self.generation = recipe.generation
+        self.task = recipe.dataset.task
+        self.folder = output_dir / GENERATIONS
+        self.log = log
+        self.zero_shot = None
+
+    def on_evaluate(self, args, state, control, model=None, metrics=None, **kwargs):
+        predictions = self._generate(model)
+        scores = task_metrics(self.task, predictions, self.references)
+        if state.is_world_process_zero:
+            self.folder.mkdir(exist_ok=True)
+            write_predictions(self.folder / f"{evaluation_name(state)}.csv", self.examples, predictions, self.references)
+        if state.global_step == 0:
+            self.zero_shot = scores
+        if scores:
+            logged = {f"eval_{name}": value for name, value in scores.items()}
+            metrics.update(logged)  # the dict evaluate() returns and the best checkpoint is chosen from
+            self.log(logged)
+
+    def _generate(self, model) -> list[str]:
+        was_training = model.training
+        model.eval()  # no dropout, and no gradient checkpointing, which would also switch the KV cache off
+        try:
+            return generate_texts(model, self.tokenizer, self.encoder, self.examples, self.generation)
+        finally:
+            model.train(was_training)
+
+    def fine_tuned(self, state) -> dict:
+        """Task metrics of the model training ended with: the best checkpoint, which load_best_model_at_end
+        restores. Read from the log history, so a resumed run finds scores logged before it resumed."""
+        if self.task not in GENERATION_METRICS:
+            return {}
+        marker = f"eval_{GENERATION_METRICS[self.task][0]}"
+        step = state.best_global_step or state.global_step
+        for entry in reversed(state.log_history):
+            if entry.get("step") == step and marker in entry:
+                return {key.removeprefix("eval_"): value for key, value in entry.items() if key.startswith("eval_")}
+        return {}
+
+    def summary(self, state) -> dict:
+        """metrics.json's `zero_shot` (the evaluation before training) and `fine_tuned` task metrics."""
+        found = {"zero_shot": self.zero_shot, "fine_tuned": self.fine_tuned(state)}
+        return {key: value for key, value in found.items() if value}
