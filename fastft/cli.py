@@ -102,6 +102,21 @@ def run(recipe, sets, use_qlora, instruction_augmentation, debug, resume, overwr
 
 
 @main.command()
+@click.argument("recipe", type=click.Path(path_type=Path))
+@click.option("--grid", "grids", multiple=True, required=True, metavar="KEY=V1,V2,...",
+              help="values to try for one recipe key, e.g. lora.r=4,8,16 (repeatable: every combination runs)")
+@_set_option
+@click.option("--debug", is_flag=True, help="50 train / 10 eval examples, 1 epoch, batch 2, no external loggers, in every cell")
+def sweep(recipe, grids, sets, debug):
+    """Train every combination of the --grid values in turn, each in its own run folder under
+    <output.dir>/<experiment>-sweep/, and compare them in sweep.md and sweep.png. Rerun to resume a stopped sweep."""
+    from .sweep import run_sweep
+
+    table = run_sweep(recipe, grids, recipe_overrides(sets, None, False, debug), Console(stderr=True))
+    click.echo(f"sweep table: {table}")
+
+
+@main.command()
 @click.option("--adapter", required=True, type=click.Path(path_type=Path), help="adapter folder of a run (outputs/<experiment>/final_model)")
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="new or empty folder for the merged checkpoint")
 @click.option("--dtype", default="bf16", show_default=True, help="bf16, fp16 or fp32 (or bfloat16/float16/float32)")
