@@ -7,7 +7,7 @@ from click.testing import CliRunner
 
 from fastft.cli import main
 from fastft.config.loader import load_recipe
-from fastft.data.encode import IGNORE_INDEX, EncodeStats
+from fastft.data.encode import IGNORE_INDEX
 from fastft.data.pipeline import build_encoder, build_splits
 from fastft.evaluation.chat import open_conversation
 from fastft.evaluation.generate import generate_texts, generation_prompts, load_for_inference
