@@ -154,15 +154,18 @@ def _data_section(stats: dict) -> str:
 
 
 def _samples_section(folder: Path) -> str:
-    epochs = sorted((int(p.stem.split("_", 1)[1]), p) for p in folder.glob("epoch_*.csv") if p.stem.split("_", 1)[1].isdigit())
-    if not epochs:
+    """References beside the predictions before training (epoch_0) and at the last evaluation (the newest file:
+    epoch_<k>, or step_<n> when evaluations follow training.save_steps)."""
+    files = sorted(folder.glob("*.csv"), key=lambda path: (path.stat().st_mtime_ns, path.name))
+    if not files:
         return "## Sample predictions\n\nNo generations were saved with this run."
-    shown = [epochs[0]] + ([epochs[-1]] if len(epochs) > 1 else [])
-    columns = [_read_generations(path) for _, path in shown]
+    first = folder / "epoch_0.csv" if (folder / "epoch_0.csv").exists() else files[0]
+    shown = [first] + ([files[-1]] if files[-1] != first else [])
+    columns = [_read_generations(path) for path in shown]
     ids = list(columns[-1])[:SAMPLE_ROWS]
     rows = [[example_id, _cell(columns[-1][example_id]["reference"]),
              *(_cell(column.get(example_id, {}).get("prediction", "")) for column in columns)] for example_id in ids]
-    return "## Sample predictions\n\n" + table(["id", "reference", *(f"epoch {epoch}" for epoch, _ in shown)], rows)
+    return "## Sample predictions\n\n" + table(["id", "reference", *(path.stem.replace("_", " ") for path in shown)], rows)
 
 
 def _read_generations(path: Path) -> dict[str, dict]:

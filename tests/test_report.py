@@ -2,6 +2,7 @@
 against the encoded data recomputed here."""
 import csv
 import json
+import os
 import shutil
 import struct
 
@@ -83,18 +84,20 @@ def test_report_shows_task_metrics_and_escaped_sample_predictions(finished_run, 
     metrics.update(zero_shot={"rouge_sum": 12.5, "rouge1": 7.25}, fine_tuned={"rouge_sum": 40.75, "rouge1": 20.5})
     (copy / "metrics.json").write_text(json.dumps(metrics))
     (copy / "generations").mkdir()
-    for epoch in (0, 1, 2):
-        with (copy / "generations" / f"epoch_{epoch}.csv").open("w", encoding="utf-8", newline="") as f:
+    for order, name in enumerate(("epoch_0", "epoch_1", "step_7")):  # the newest file is the last evaluation
+        path = copy / "generations" / f"{name}.csv"
+        with path.open("w", encoding="utf-8", newline="") as f:
             writer = csv.writer(f)
             writer.writerow(["id", "prediction", "reference"])
-            writer.writerows([f"dev_{i}", f"guess {epoch} a|b\nline two", f"ref {i}"] for i in range(8))
+            writer.writerows([f"dev_{i}", f"guess {name} a|b\nline two", f"ref {i}"] for i in range(8))
+        os.utime(path, ns=(order * 10**9, order * 10**9))
 
     report = write_report(copy).read_text(encoding="utf-8")
     assert _table_rows(report, "## Task metrics") == [["rouge_sum", "12.5", "40.75"], ["rouge1", "7.25", "20.5"]]
     samples = _table_rows(report, "## Sample predictions")
-    assert report.split("## Sample predictions", 1)[1].splitlines()[2] == "| id | reference | epoch 0 | epoch 2 |"
+    assert report.split("## Sample predictions", 1)[1].splitlines()[2] == "| id | reference | epoch 0 | step 7 |"
     assert len(samples) == 5
-    assert samples[0] == ["dev_0", "ref 0", "guess 0 a\\|b<br>line two", "guess 2 a\\|b<br>line two"]
+    assert samples[0] == ["dev_0", "ref 0", "guess epoch_0 a\\|b<br>line two", "guess step_7 a\\|b<br>line two"]
 
 
 def test_peak_memory_restarts_so_runs_in_one_process_report_their_own():
