@@ -1,6 +1,11 @@
 """Read a recipe: YAML with `_base_` inheritance, `--set` overrides, then schema validation.
 
 Every key remembers the file (or `--set`) that gave it its value, so a validation error can name the file.
+
+`_base_` paths are relative to the file that names them (absolute paths work too), and every base must lie
+inside the top recipe's project (the nearest folder above it that holds a recipes/ folder, else the recipe's
+own folder) or in fastft's shipped recipes/ folder, after symlinks are followed: a recipe from elsewhere can
+neither read files outside its project nor learn whether they exist.
 """
 import difflib
 from pathlib import Path
@@ -10,10 +15,14 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from ..errors import FastftError
+from ..utf8 import not_utf8, utf8_problem
 from .schema import Recipe
+from .strict_yaml import Refused, parse
 
 BASE_KEY = "_base_"
 SET_SOURCE = "--set"
+SHIPPED_RECIPES = Path(__file__).resolve().parents[2] / "recipes"
+_SHOWN_CHARS = 80  # of a rejected value, so a huge or multi-line value still gives a one-line problem
 
 
 class RecipeError(FastftError):
@@ -34,34 +43,44 @@ def load_recipe(path: str | Path, overrides: Iterable[str] = ()) -> Recipe:
     return validate(data, sources, top_file=str(path))
 
 
-def read_layers(path: Path, _chain: tuple = ()) -> tuple[dict, dict]:
+def read_layers(path: Path, _chain: tuple = (), _roots: tuple = ()) -> tuple[dict, dict]:
     """Merge `path` over its `_base_` chain. Returns the merged dict and {dotted key: source file}."""
     path = path.resolve()
     if path in _chain:
         cycle = " -> ".join(str(p) for p in (*_chain, path))
         raise FastftError("`_base_` inheritance forms a cycle", where=str(path), hint=f"break the cycle: {cycle}")
     data = _read_yaml(path)
+    roots = _roots or base_roots(path)
     base_ref = data.pop(BASE_KEY, None)
     merged, sources = {}, {}
-    for base in _base_list(base_ref, path):
-        base_data, base_sources = read_layers(base, _chain + (path,))
+    for base in _base_list(base_ref, path, roots):
+        base_data, base_sources = read_layers(base, _chain + (path,), roots)
         merged, sources = deep_merge(merged, base_data), {**sources, **base_sources}
     _record_sources(data, str(path), sources)
     return deep_merge(merged, data), sources
 
 
+def project_folder(recipe: Path) -> Path:
+    """The nearest folder above `recipe` that holds a recipes/ folder, else the recipe's own folder."""
+    return next((folder for folder in recipe.parents if (folder / "recipes").is_dir()), recipe.parent)
+
+
+def base_roots(top_recipe: Path) -> tuple[Path, ...]:
+    """The folders a recipe's `_base_` files may come from: its project and fastft's shipped recipes."""
+    return (project_folder(top_recipe), *([SHIPPED_RECIPES] if SHIPPED_RECIPES.is_dir() else []))
+
+
 def _read_yaml(path: Path) -> dict:
     if not path.is_file():
         raise FastftError("recipe file not found", where=str(path), hint="check the path (relative to where you run fastft)")
+    raw = path.read_bytes()
+    problem = utf8_problem(raw)
+    if problem:
+        raise FastftError(f"the recipe {problem}", where=str(path), hint="save the recipe as UTF-8")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except UnicodeDecodeError as exc:
-        raise FastftError(f"not UTF-8 text ({exc.reason})", where=str(path), hint="save the recipe as UTF-8") from None
+        data = parse(raw.decode("utf-8-sig"))
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise FastftError(f"invalid YAML: {problem}", where=where, hint="fix the YAML syntax at that line") from None
+        raise _yaml_error(exc, path) from None
     if data is None:
         raise FastftError("the recipe is empty", where=str(path), hint="add at least `experiment`, `model` and `dataset`")
     if not isinstance(data, dict):
@@ -69,13 +88,34 @@ def _read_yaml(path: Path) -> dict:
     return data
 
 
-def _base_list(ref: Any, path: Path) -> list[Path]:
+def _yaml_error(exc: yaml.YAMLError, path: Path) -> FastftError:
+    mark = getattr(exc, "problem_mark", None)
+    where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    if isinstance(exc, Refused):
+        return FastftError(problem, where=where, hint="write the value out as plain YAML")
+    return FastftError(f"invalid YAML: {problem}", where=where, hint="fix the YAML syntax at that line")
+
+
+def _base_list(ref: Any, path: Path, roots: tuple[Path, ...]) -> list[Path]:
     if ref is None:
         return []
     refs = ref if isinstance(ref, list) else [ref]
     if not all(isinstance(r, str) and r for r in refs):
         raise FastftError("`_base_` must be a file path or a list of file paths", where=str(path), hint="e.g. _base_: base/causal_lm.yaml")
-    return [(path.parent / r) for r in refs]
+    return [_base_path(r, path, roots) for r in refs]
+
+
+def _base_path(ref: str, including: Path, roots: tuple[Path, ...]) -> Path:
+    base = (including.parent / ref).resolve()
+    if not any(base.is_relative_to(root) for root in roots):
+        raise FastftError(
+            f"`_base_` {_shown(ref)} is outside the recipe's project (it resolves to {base})", where=str(including),
+            hint=f"bases must lie under {' or '.join(str(root) for root in roots)}; copy the settings into the project")
+    if not base.is_file():
+        raise FastftError(f"`_base_` file not found: {base}", where=str(including),
+                          hint="the path is relative to the file that names it")
+    return base
 
 
 def deep_merge(base: dict, top: dict) -> dict:
@@ -104,9 +144,11 @@ def apply_override(data: dict, sources: dict, item: str) -> None:
     if not sep or not key or any(not part for part in key.split(".")):
         raise FastftError(f"bad override {item!r}", where=SET_SOURCE, hint="write it as section.key=value, e.g. training.learning_rate=1e-4")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = parse(raw) if raw.strip() else ""
+    except Refused as exc:
+        raise FastftError(f"{_shown(key)}: {exc.problem}", where=SET_SOURCE, hint="write the value out as plain YAML") from None
     except yaml.YAMLError:
-        value = raw
+        value = raw  # not YAML after all: the text itself, which the schema then types
     node = data
     parts = key.split(".")
     for part in parts[:-1]:
@@ -127,7 +169,7 @@ def validate(data: dict, sources: dict, top_file: str) -> Recipe:
 
 def _describe(err: dict, sources: dict, top_file: str) -> str:
     loc = [str(p) for p in err["loc"]]
-    dotted = ".".join(loc)
+    dotted = ".".join(_shown(p) for p in err["loc"])
     source = _source_of(loc, sources, top_file)
     if err["type"] == "extra_forbidden":
         message = "unknown key"
@@ -140,8 +182,18 @@ def _describe(err: dict, sources: dict, top_file: str) -> str:
     elif err["type"] == "missing":
         message = "required key is missing"
     else:
-        message = f"{err['msg']} (got {err.get('input')!r})"
+        message = f"{err['msg']} (got {_clipped(repr(err.get('input')))})"
     return f"{source}: {dotted}: {message}"
+
+
+def _shown(value) -> str:
+    """A key or path as the user wrote it, unless it holds line breaks or other unprintable characters."""
+    text = str(value)
+    return text if text.isprintable() and text else repr(text)
+
+
+def _clipped(text: str) -> str:
+    return text if len(text) <= _SHOWN_CHARS else f"{text[:_SHOWN_CHARS]}... ({len(text):,} characters)"
 
 
 def _source_of(loc: list[str], sources: dict, top_file: str) -> str:

@@ -2,12 +2,16 @@
 import csv
 import difflib
 import json
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import FastftError
+from ..utf8 import file_head_problem, not_utf8
 
 _BUILDERS = {".csv": "csv", ".jsonl": "json", ".json": "json", ".parquet": "parquet"}
+_JSON_KINDS = {dict: "object", list: "array", str: "string", int: "number", float: "number", bool: "boolean", type(None): "null"}
+_UTF8_HINT = "save the file as UTF-8"
 
 
 @dataclass
@@ -36,27 +40,59 @@ def resolve_data_path(value: str, recipe_file: Path | None) -> Path:
 def load_rows(path: Path, label: str) -> Source:
     if not path.exists():
         raise FastftError(f"{label}: file not found: {path}", hint="check the path in the recipe (relative to where you run fastft)")
-    builder = "arrow" if path.is_dir() else _BUILDERS.get(path.suffix.lower())
-    if builder is None:
-        raise FastftError(
-            f"{label}: unsupported file type {path.suffix!r}: {path}",
-            hint=f"use one of {', '.join(_BUILDERS)} or a saved datasets folder",
-        )
-    # datasets reports a bad JSONL line without its number, and an empty file as a generic failure: check first.
+    builder = _builder(path, label)
+    # datasets reports a bad JSON line without its number, a wrong encoding or an empty file as a generic
+    # failure, and takes JSON that is not a list of objects in odd ways: check text files first.
+    lines = header = None
+    if builder != "arrow":
+        problem = file_head_problem(path)
+        if problem:
+            raise FastftError(f"{label}: {path} {problem}", hint=_UTF8_HINT)
     try:
-        lines = _jsonl_lines(path, label) if path.suffix.lower() == ".jsonl" else None
-        header = _csv_header(path) if builder == "csv" else None
+        if path.suffix.lower() == ".jsonl":
+            lines = _jsonl_lines(path, label)
+        elif path.suffix.lower() == ".json":
+            lines = _json_rows(path, label)
+        elif builder == "csv":
+            header = _csv_header(path, label)
     except UnicodeDecodeError as exc:
-        raise FastftError(f"{label}: {path} is not UTF-8 text (byte {exc.start})", hint="save the file as UTF-8") from None
+        raise FastftError(f"{label}: {path} {not_utf8(exc)}", hint=_UTF8_HINT) from None
     if lines == [] or header == []:
         raise _no_rows(path, label)
     try:
         rows = _load(builder, path, header)
     except Exception as exc:  # datasets/pyarrow raise many types for a bad file; all mean the same to the user
-        raise FastftError(f"{label}: cannot read {path}: {str(exc).splitlines()[0][:300]}", hint="check the file's format and encoding (UTF-8)") from None
+        raise FastftError(f"{label}: cannot read {path}: {_first_line(_root_cause(exc))}", hint="check the file's format and encoding (UTF-8)") from None
     if len(rows) == 0:
         raise _no_rows(path, label)
     return Source(rows, path, label, lines)
+
+
+def _builder(path: Path, label: str) -> str:
+    if path.is_dir():
+        if not (path / "state.json").is_file():
+            raise FastftError(f"{label}: {path} is a folder but not a saved datasets folder (it has no state.json)",
+                              hint="point to a data file, or to a folder written by datasets' save_to_disk (one split)")
+        return "arrow"
+    builder = _BUILDERS.get(path.suffix.lower())
+    if builder is None:
+        raise FastftError(
+            f"{label}: unsupported file type {path.suffix!r}: {path}",
+            hint=f"use one of {', '.join(_BUILDERS)} or a saved datasets folder",
+        )
+    return builder
+
+
+def _root_cause(exc: BaseException) -> BaseException:
+    """datasets wraps the parser's error in "An error occurred while generating the dataset"; the parser's says more."""
+    while exc.__cause__ is not None:
+        exc = exc.__cause__
+    return exc
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0][:300] if lines else type(exc).__name__
 
 
 def _no_rows(path: Path, label: str) -> FastftError:
@@ -68,30 +104,57 @@ def _load(builder: str, path: Path, header: list[str] | None):
 
     if builder == "arrow":
         return datasets.load_from_disk(str(path))
+    from pandas.errors import ParserWarning
+
     options = {}
     if builder == "csv":
         # CSV has no types: read every column as text, so an answer like "1987" or "NA" stays what it says.
-        options = {"features": datasets.Features({name: datasets.Value("string") for name in header}), "keep_default_na": False}
-    shown = datasets.is_progress_bar_enabled()
+        # index_col=False: when every row has one field more than the header, pandas would otherwise make the
+        # first field an index and silently shift every column by one.
+        options = {"features": datasets.Features({name: datasets.Value("string") for name in header}), "keep_default_na": False,
+                   "index_col": False}
+    shown, verbosity = datasets.is_progress_bar_enabled(), datasets.logging.get_verbosity()
     datasets.disable_progress_bars()  # fastft shows its own progress; datasets' bars only add noise
+    datasets.logging.set_verbosity(datasets.logging.CRITICAL)  # a parse error is logged as well as raised; fastft reports it once
     try:
-        return datasets.load_dataset(builder, data_files=str(path), split="train", **options)
+        with warnings.catch_warnings():
+            # With index_col=False pandas drops the extra fields with only this warning: they are lost data.
+            warnings.simplefilter("error", ParserWarning)
+            return datasets.load_dataset(builder, data_files=str(path), split="train", **options)
     finally:
+        datasets.logging.set_verbosity(verbosity)
         if shown:
             datasets.enable_progress_bars()
 
 
-def _csv_header(path: Path) -> list[str]:
-    """The header row, or [] when the file has no data row under it."""
-    with path.open(encoding="utf-8", newline="") as f:
+def _csv_header(path: Path, label: str) -> list[str]:
+    """The header row, or [] when only blank lines follow it. A UTF-8 byte-order mark is not part of the first name."""
+    with path.open(encoding="utf-8-sig", newline="") as f:
         reader = csv.reader(f)
-        header = next(reader, [])
-        return header if next(reader, None) is not None else []
+        try:
+            header = next(reader, [])
+        except csv.Error as exc:
+            raise FastftError(f"{label}: {path}, line {reader.line_num}: cannot read the CSV header ({exc})",
+                              hint="the first line must name the columns, separated by commas") from None
+        # The rest is read as plain lines: a long text field there is data, and csv's field size limit would refuse it.
+        has_rows = any(line.strip() for line in f)
+    _check_header(header, path, label)
+    return header if has_rows else []
+
+
+def _check_header(header: list[str], path: Path, label: str) -> None:
+    """pandas renames a repeated or blank column name, and the file's columns then no longer match its header."""
+    for number, name in enumerate(header, 1):
+        if not name.strip():
+            raise FastftError(f"{label}: {path}: column {number} of the header has no name", hint="name every column")
+        if header.index(name) < number - 1:
+            raise FastftError(f"{label}: {path}: the header names column {name!r} twice", hint="give every column its own name")
 
 
 def _jsonl_lines(path: Path, label: str) -> list[int]:
+    """The line number of every row, after checking that each non-blank line is one JSON object."""
     numbers = []
-    with path.open(encoding="utf-8") as f:
+    with path.open(encoding="utf-8-sig") as f:
         for number, line in enumerate(f, 1):
             if not line.strip():
                 continue
@@ -100,11 +163,33 @@ def _jsonl_lines(path: Path, label: str) -> list[int]:
             except json.JSONDecodeError as exc:
                 raise FastftError(f"{label}: {path}, line {number}: not valid JSON ({exc.msg}, column {exc.colno})",
                                   hint="each line of a .jsonl file must be one JSON object") from None
-            if not isinstance(value, dict):
-                raise FastftError(f"{label}: {path}, line {number}: a JSON {type(value).__name__}, not an object",
-                                  hint="each line of a .jsonl file must be one JSON object")
+            _check_object(value, f"{label}: {path}, line {number}", "each line of a .jsonl file must be one JSON object")
             numbers.append(number)
     return numbers
+
+
+def _json_rows(path: Path, label: str) -> list[int] | None:
+    """Check that a .json file holds a list of objects. One object per line (JSON lines) is read like .jsonl,
+    and then its line numbers are returned; for a list, None."""
+    hint = "a .json file must hold a list of objects, [{...}, {...}] (or one object per line)"
+    try:
+        value = json.loads(path.read_text(encoding="utf-8-sig"))
+    except json.JSONDecodeError as exc:
+        if exc.msg == "Extra data":  # more than one value: JSON lines
+            return _jsonl_lines(path, label)
+        raise FastftError(f"{label}: {path}, line {exc.lineno}: not valid JSON ({exc.msg}, column {exc.colno})", hint=hint) from None
+    if not isinstance(value, list):
+        raise FastftError(f"{label}: {path}: a .json file must hold a list of objects, not a JSON {_JSON_KINDS[type(value)]}", hint=hint)
+    for number, item in enumerate(value, 1):
+        _check_object(item, f"{label}: {path}, item {number}", hint)
+    return None if value else []
+
+
+def _check_object(value, where: str, hint: str) -> None:
+    if not isinstance(value, dict):
+        raise FastftError(f"{where} is a JSON {_JSON_KINDS[type(value)]}, not an object", hint=hint)
+    if not value:
+        raise FastftError(f"{where} is an empty JSON object", hint=hint)
 
 
 def check_columns(source: Source, required: list[str]) -> None:
