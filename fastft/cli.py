@@ -4,6 +4,7 @@ from pathlib import Path
 
 import click
 from rich.console import Console
+from rich.text import Text
 
 from .config.loader import load_recipe
 from .errors import FastftError
@@ -23,7 +24,8 @@ _err = Console(stderr=True, highlight=False)
 
 
 def fail(error: FastftError) -> None:
-    _err.print(f"[bold red]fastft error[/bold red] {error}", markup=True, soft_wrap=True)
+    # The message quotes user input (keys, values, paths): print it as plain text, never as rich markup or emoji codes.
+    _err.print(Text("fastft error", style="bold red") + Text(f" {error}"), soft_wrap=True)
     sys.exit(error.exit_code)
 
 
