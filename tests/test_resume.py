@@ -101,6 +101,15 @@ def test_a_crash_while_saving_leaves_no_checkpoint_and_resume_takes_the_previous
     assert torch.load(checkpoints / "checkpoint-4" / "optimizer.pt", weights_only=True)["state"]
 
 
+def test_last_checkpoint_takes_only_complete_numbered_folders(tmp_path):
+    for name, complete in [("checkpoint-2", True), ("checkpoint-3", False), ("checkpoint-9-backup", True),
+                           (".partial-checkpoint-4", True)]:
+        (tmp_path / name).mkdir()
+        if complete:
+            (tmp_path / name / "trainer_state.json").write_text("{}")
+    assert last_checkpoint(tmp_path) == tmp_path / "checkpoint-2"
+
+
 def fastft_run(folder, name, *extra):
     """`python -m fastft run` in a child process, one torch thread so two runs do the same arithmetic. Its output
     goes to folder/<name>.out: a pipe nobody reads while polling would fill and stall the child."""

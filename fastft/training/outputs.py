@@ -1,4 +1,5 @@
 """The run's output folder: never silently overwritten, resumable, every attempt's recipe kept."""
+import re
 import shutil
 from datetime import datetime
 from pathlib import Path
@@ -16,8 +17,10 @@ def recipe_yaml(recipe) -> str:
 
 
 def last_checkpoint(checkpoints: Path) -> Path | None:
-    """The newest complete Trainer checkpoint (checkpoint-<step> folders holding trainer_state.json)."""
-    found = [p for p in checkpoints.glob("checkpoint-*") if (p / "trainer_state.json").exists()]
+    """The newest complete Trainer checkpoint (checkpoint-<step> folders holding trainer_state.json); a copy such as
+    checkpoint-2-backup is not one."""
+    found = [p for p in checkpoints.glob("checkpoint-*")
+             if re.fullmatch(r"checkpoint-[0-9]+", p.name) and (p / "trainer_state.json").exists()]
     return max(found, key=lambda p: int(p.name.rsplit("-", 1)[1]), default=None)
 
 
