@@ -13,6 +13,7 @@ from safetensors.torch import load_file
 
 from fastft.cli import main
 from fastft.config.loader import load_recipe
+from fastft.errors import FastftError
 from fastft.training.args import sft_config
 from fastft.training.outputs import last_checkpoint
 from tests.factories import fastft_trainer, recipe_for
@@ -39,6 +40,11 @@ def test_without_save_steps_checkpoints_follow_epochs_and_need_an_eval_split(tmp
     recipe = load_recipe(recipe_for(tmp_path, tiny_llama))
     assert sft_config(recipe, str(tmp_path), True, torch.float32).save_strategy == "epoch"
     assert sft_config(recipe, str(tmp_path), False, torch.float32).save_strategy == "no"
+
+
+def test_save_steps_must_be_a_positive_step_count(tmp_path, tiny_llama):
+    with pytest.raises(FastftError, match=r"training.save_steps: Input should be greater than 0 \(got 0\)"):
+        load_recipe(recipe_for(tmp_path, tiny_llama), ["training.save_steps=0"])
 
 
 def adapter(folder):
