@@ -38,7 +38,7 @@ class FastftTrainer(AtomicCheckpoints, SFTTrainer):
         try:
             loss = super().training_step(model, inputs, num_items_in_batch)
         except torch.OutOfMemoryError as error:
-            raise self._out_of_memory(inputs["input_ids"].shape[-1]) from error
+            raise self._out_of_memory(inputs["input_ids"].shape[-1]) from error  # rows are padded to the longest
         if not torch.isfinite(loss).item():
             raise self._non_finite("training loss", loss.item(), batch_ids)
         return loss
