@@ -8,6 +8,7 @@ from rich.text import Text
 
 from .config.loader import load_recipe
 from .errors import FastftError
+from .training.distributed import leave_together
 
 DEBUG_OVERRIDES = (
     "dataset.max_train_samples=50",
@@ -26,6 +27,7 @@ _err = Console(stderr=True, highlight=False)
 def fail(error: FastftError) -> None:
     # The message quotes user input (keys, values, paths): print it as plain text, never as rich markup or emoji codes.
     _err.print(Text("fastft error", style="bold red") + Text(f" {error}"), soft_wrap=True)
+    leave_together(error)
     sys.exit(error.exit_code)
 
 

@@ -1,8 +1,13 @@
-"""A run's log: every line goes to the console and to logs/YYYYMMDD/train/train_<experiment>_<timestamp>.log."""
+"""A run's log: every line goes to the console and to logs/YYYYMMDD/train/train_<experiment>_<timestamp>.log.
+
+Under torchrun / accelerate launch every rank runs the same code; only rank 0 prints and keeps the file.
+"""
 from datetime import datetime
 from pathlib import Path
 
 from rich.console import Console
+
+from .training.distributed import is_main
 
 
 class RunLog:
@@ -11,9 +16,13 @@ class RunLog:
         folder = Path(logs_dir) / now.strftime("%Y%m%d") / "train"
         self.path = folder / f"train_{experiment}_{now.strftime('%Y%m%d_%H%M%S')}.log"
         self.console = console or Console(stderr=True)
+        if not is_main():
+            self.console.quiet = True
         self._file = None
 
     def open(self) -> None:
+        if not is_main():
+            return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._file = self.path.open("a", encoding="utf-8")  # append: a resumed run keeps its history
 

@@ -20,7 +20,8 @@ def model_summary(log, recipe, loaded, optimizer: str, args) -> None:
     log(f"  model      {recipe.model.name} ({loaded.source})")
     log(f"  method     {quant}, r={recipe.lora.r}, alpha={recipe.lora.alpha:g}, dropout={recipe.lora.dropout:g}, targets={recipe.lora.target_modules}")
     log(f"  parameters {loaded.trainable_params:,} trained / {loaded.total_params:,} total ({share:.2f}%)")
-    log(f"  batch      {t.batch_size} x {t.grad_accum} accumulation = {t.batch_size * t.grad_accum} per step, lr {t.learning_rate:g} {t.lr_scheduler}")
+    log(f"  batch      {t.batch_size} x {t.grad_accum} accumulation x {args.world_size} processes = "
+        f"{t.batch_size * t.grad_accum * args.world_size} examples per optimizer step (global batch), lr {t.learning_rate:g} {t.lr_scheduler}")
     log(f"  backend    {loaded.backend}, attention {recipe.model.attn_implementation}")
     for line in loaded.kernels.lines():
         log(f"  kernels    {line}")

@@ -5,6 +5,7 @@ from pathlib import Path
 import torch
 
 from ..errors import FastftError
+from ..training.distributed import local_rank
 from .embedded import is_embedded, resolve_embedded
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -76,8 +77,8 @@ def load_base_model(model_cfg, qlora_cfg, source: str):
             bnb_4bit_use_double_quant=qlora_cfg.double_quant,
             bnb_4bit_compute_dtype=_DTYPES[qlora_cfg.compute_dtype],
         )
-        if torch.cuda.is_available():
-            kwargs["device_map"] = {"": 0}
+        if torch.cuda.is_available():  # each data-parallel rank holds its whole 4-bit copy on its own GPU
+            kwargs["device_map"] = {"": local_rank()}
     try:
         model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
     except OSError as exc:

@@ -3,6 +3,9 @@
 On summarization data ~90% of positions are prompt; skipping them removes most of the LM head's cost
 (the head is ~60% of Gemma 3 270M's parameters) and the full [batch, seq, vocab] logits never exist.
 """
+import functools
+import types
+
 import torch
 from torch import nn
 
@@ -41,3 +44,19 @@ def prompt_masked_loss(model, inputs: dict, num_items_in_batch=None) -> torch.Te
         total = cross_entropy(head(rows).float(), targets, reduction="sum", softcap=softcap)
     count = num_items_in_batch if num_items_in_batch is not None else targets.numel()
     return total / torch.as_tensor(count, device=total.device).clamp(min=1)
+
+
+def add_masked_loss_forward(model) -> None:
+    """Make `model(**inputs, masked_loss=True, num_items_in_batch=n)` return `prompt_masked_loss`; without the flag
+    the forward is unchanged. The loss has to run inside the model's own forward call: DDP, FSDP and DeepSpeed wrap
+    that call to synchronise gradients and gather parameters, and their wrappers hide the model's other methods."""
+    plain = model.forward
+
+    @functools.wraps(type(model).forward)  # keeps the signature that Trainer and generate inspect
+    def forward(self, *args, masked_loss=False, **kwargs):
+        if not masked_loss:
+            return plain(*args, **kwargs)
+        num_items_in_batch = kwargs.pop("num_items_in_batch", None)
+        return prompt_masked_loss(self, kwargs, num_items_in_batch)
+
+    model.forward = types.MethodType(forward, model)

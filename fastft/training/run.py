@@ -15,6 +15,7 @@ from ..report import write_run_record
 from ..runlog import RunLog
 from ..summary import data_stats, data_summary, model_summary, print_metrics
 from .args import optimizer_name, sft_config
+from .distributed import barrier, is_main, main_decides
 from .outputs import CHECKPOINTS, check_output_dir, open_output_dir
 from .tensorboard import tensorboard_callback, wants_tensorboard
 from .trainer import FastftTrainer
@@ -43,11 +44,13 @@ def run(recipe, recipe_file: Path | None, log: RunLog, mode: str = "new") -> Run
     # Everything that can fail on user input (output folder, tokenizer, data) runs before anything is written.
     output_dir = Path(recipe.output.dir) / recipe.experiment
     recipe, _ = resolve_recipe(recipe, log)
-    resume_from = check_output_dir(output_dir, recipe, mode)
+    # Rank 0 alone looks at the folder (once it has made it, another rank would find "a run" there); every rank
+    # gets its answer, or its refusal.
+    resume_from = main_decides(lambda: check_output_dir(output_dir, recipe, mode))
     backend = select_backend(recipe.model)
     source, tokenizer, new_ids = prepare_tokenizer(recipe, log)
     train, evaluation = build_splits(recipe.dataset, tokenizer, recipe_file, progress=progress)
-    open_output_dir(output_dir, recipe, mode)
+    main_decides(lambda: open_output_dir(output_dir, recipe, mode))
     log.open()
 
     set_seed(recipe.seed)  # LoRA's A matrices are drawn here, before the Trainer seeds anything
@@ -55,6 +58,9 @@ def run(recipe, recipe_file: Path | None, log: RunLog, mode: str = "new") -> Run
     args = sft_config(recipe, str(output_dir / CHECKPOINTS), evaluation is not None, loaded.dtype)
     model_summary(log, recipe, loaded, optimizer_name(recipe.training.optimizer), args)
     data_summary(log, train, evaluation)
+    # Trainer's own evaluation at step 0 rather than trainer.evaluate() before train(): evaluating first makes
+    # accelerate mark the model prepared, and train() then never wraps it in DDP, so every rank would train alone.
+    args.eval_on_start = bool(evaluation) and recipe.training.eval_before_training and resume_from is None
 
     usage = UsageMeter()
     trainer = FastftTrainer(
@@ -73,12 +79,12 @@ def run(recipe, recipe_file: Path | None, log: RunLog, mode: str = "new") -> Run
         generation = EpochGeneration(recipe, recipe_file, tokenizer, output_dir, trainer.log)
         trainer.add_callback(generation)
     metrics = {}
-    if evaluation and recipe.training.eval_before_training and resume_from is None:
-        metrics["eval_loss_before"] = trainer.evaluate()["eval_loss"]
-        log(f"eval loss before training: {metrics['eval_loss_before']:.4f}")
     if resume_from:
         log(f"resuming from {resume_from}")
     train_out = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    if args.eval_on_start:
+        metrics["eval_loss_before"] = next(e["eval_loss"] for e in trainer.state.log_history if "eval_loss" in e)
+        log(f"eval loss before training: {metrics['eval_loss_before']:.4f}")
     metrics.update(train_loss=train_out.training_loss, train_runtime_s=train_out.metrics.get("train_runtime"),
                    all_masked_batches_skipped=trainer.all_masked_batches, **usage.metrics())
     if generation:
@@ -90,13 +96,15 @@ def run(recipe, recipe_file: Path | None, log: RunLog, mode: str = "new") -> Run
         log(f"eval loss after training: {metrics['eval_loss_after']:.4f}")
 
     final_model = output_dir / "final_model"
-    trainer.save_model(str(final_model))
-    if new_ids:  # PEFT saves resized embeddings only when it can read the base config; make sure the new rows travel
-        trainer.model.save_pretrained(str(final_model), save_embedding_layers=True)
-    tokenizer.save_pretrained(str(final_model))
-    (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2), encoding="utf-8")
-    report = write_run_record(output_dir, trainer.state.log_history, data_stats(train, evaluation))
-    log(f"report: {report}")
+    trainer.save_model(str(final_model))  # on every rank: FSDP / ZeRO-3 gather the weights together; Trainer writes on rank 0
+    if is_main():  # the end-of-run files; the other ranks trained the same run and only wait
+        if new_ids:  # PEFT saves resized embeddings only when it can read the base config; make sure the new rows travel
+            trainer.model.save_pretrained(str(final_model), save_embedding_layers=True)
+        tokenizer.save_pretrained(str(final_model))
+        (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2), encoding="utf-8")
+        report = write_run_record(output_dir, trainer.state.log_history, data_stats(train, evaluation))
+        log(f"report: {report}")
+    barrier()
     result = RunResult(output_dir, final_model, log.path, metrics)
     print_metrics(log, result)
     return result

@@ -11,7 +11,7 @@ from trl import SFTTrainer
 from ..data.encode import IGNORE_INDEX
 from ..errors import FastftError
 from .checkpoints import AtomicCheckpoints
-from .loss import prompt_masked_loss
+from .loss import add_masked_loss_forward
 from .outputs import last_checkpoint
 
 
@@ -23,6 +23,8 @@ class FastftTrainer(AtomicCheckpoints, SFTTrainer):
         """token_budget: the recipe's (dataset.max_prompt_tokens, dataset.max_answer_tokens), quoted on OOM."""
         super().__init__(*args, **kwargs)
         self.fused_loss = fused_loss
+        if fused_loss:
+            add_masked_loss_forward(self.model)
         self.token_budget = token_budget
         self.model_accepts_loss_kwargs = True  # makes Trainer count num_items_in_batch for us
         self.all_masked_batches = 0
@@ -82,7 +84,7 @@ class FastftTrainer(AtomicCheckpoints, SFTTrainer):
         # TRL's fused-LM-head wrapper is never entered: it runs only when forward gets fused_lm_head=True.
         if not self.fused_loss:  # kernels.loss off: the model's own forward, full logits, HF loss
             return Trainer.compute_loss(self, model, inputs, return_outputs, num_items_in_batch)
-        loss = prompt_masked_loss(model, inputs, num_items_in_batch)
+        loss = model(**inputs, masked_loss=True, num_items_in_batch=num_items_in_batch)  # through DDP & co.
         if num_items_in_batch is not None and self.args.average_tokens_across_devices:
             # num_items_in_batch counts every rank's tokens and DDP averages the ranks' gradients: undo that mean
             # so the gradient is the one of the whole global batch (Trainer's own compute_loss does the same).
