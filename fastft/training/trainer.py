@@ -31,7 +31,9 @@ class FastftTrainer(AtomicCheckpoints, SFTTrainer):
         self._step_ids = []  # example ids of every micro-batch in the optimizer step being accumulated
 
     def training_step(self, model, inputs, num_items_in_batch=None):
-        if not bool((inputs["labels"][..., 1:] != IGNORE_INDEX).any()):
+        # Under DDP every rank must run its backward (the gradient all-reduce waits for all of them), so there such a
+        # batch runs and adds a zero loss and zero gradient.
+        if self.args.world_size == 1 and not bool((inputs["labels"][..., 1:] != IGNORE_INDEX).any()):
             # Nothing to learn from; running it would only add a zero loss and spend a forward and backward.
             self.all_masked_batches += 1
             return torch.zeros((), device=self.args.device)
