@@ -37,7 +37,6 @@ class EpochGeneration(TrainerCallback):
         self.task = recipe.dataset.task
         self.folder = output_dir / GENERATIONS
         self.log = log
-        self.zero_shot = None
 
     def on_evaluate(self, args, state, control, model=None, metrics=None, **kwargs):
         predictions = self._generate(model)
@@ -45,8 +44,6 @@ class EpochGeneration(TrainerCallback):
         if state.is_world_process_zero:
             self.folder.mkdir(exist_ok=True)
             write_predictions(self.folder / f"{evaluation_name(state)}.csv", self.examples, predictions, self.references)
-        if state.global_step == 0:
-            self.zero_shot = scores
         if scores:
             logged = {f"eval_{name}": value for name, value in scores.items()}
             metrics.update(logged)  # the dict evaluate() returns and the best checkpoint is chosen from
@@ -60,19 +57,19 @@ class EpochGeneration(TrainerCallback):
         finally:
             model.train(was_training)
 
-    def fine_tuned(self, state) -> dict:
-        """Task metrics of the model training ended with: the best checkpoint, which load_best_model_at_end
-        restores. Read from the log history, so a resumed run finds scores logged before it resumed."""
+    def logged_at(self, state, step: int) -> dict:
+        """The task metrics logged at `step`, from the log history, which a resumed run has from its checkpoint."""
         if self.task not in GENERATION_METRICS:
             return {}
         marker = f"eval_{GENERATION_METRICS[self.task][0]}"
-        step = state.best_global_step or state.global_step
         for entry in reversed(state.log_history):
             if entry.get("step") == step and marker in entry:
                 return {key.removeprefix("eval_"): value for key, value in entry.items() if key.startswith("eval_")}
         return {}
 
     def summary(self, state) -> dict:
-        """metrics.json's `zero_shot` (the evaluation before training) and `fine_tuned` task metrics."""
-        found = {"zero_shot": self.zero_shot, "fine_tuned": self.fine_tuned(state)}
+        """metrics.json's `zero_shot` (the evaluation at step 0, before training) and `fine_tuned` (the model training
+        ended with: the best checkpoint, which load_best_model_at_end restores) task metrics."""
+        found = {"zero_shot": self.logged_at(state, 0),
+                 "fine_tuned": self.logged_at(state, state.best_global_step or state.global_step)}
         return {key: value for key, value in found.items() if value}
