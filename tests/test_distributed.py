@@ -75,3 +75,65 @@ def test_two_gloo_processes_match_one_process_with_the_same_global_batch(tmp_pat
     assert again.stderr.count("already holds a run") == 2, again.stderr
     assert str(REPO / "fastft") not in again.stderr  # no frame of fastft's code: the error was handled, not raised
     assert len(list((out / "attempts").iterdir())) == 1
+
+
+# --- recipes/distributed/: accelerate configs for GPU engines, checked with accelerate's own launcher code ---------
+# `accelerate launch --config_file X` validates the file, turns it into the ranks' environment, and each rank builds
+# its DeepSpeed / FSDP plugin from that environment. The same three steps run here; only the GPUs are missing.
+DISTRIBUTED = REPO / "recipes" / "distributed"
+
+
+def plugin_environment(config, monkeypatch):
+    """Set the environment `accelerate launch --config_file config -m fastft run ...` gives every rank; returns the
+    loaded config."""
+    from accelerate.commands.launch import _validate_launch_command, launch_command_parser
+    from accelerate.utils.launch import prepare_deepspeed_cmd_env, prepare_multi_gpu_env
+
+    args = launch_command_parser().parse_args(["--config_file", str(config), "-m", "fastft", "run", "recipe.yaml"])
+    args, loaded, _ = _validate_launch_command(args)
+    if args.use_deepspeed:
+        args.deepspeed_fields_from_accelerate_config = list(loaded.deepspeed_config)  # as launch_command does
+        env = prepare_deepspeed_cmd_env(args)[1]
+    else:
+        env = prepare_multi_gpu_env(args)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    return loaded
+
+
+def launcher_options() -> set[str]:
+    from accelerate.commands.launch import launch_command_parser
+
+    return set(vars(launch_command_parser().parse_args(["script.py"])))
+
+
+@pytest.mark.parametrize("name, stage", [("zero2.yaml", 2), ("zero3.yaml", 3)])
+def test_deepspeed_configs_build_accelerates_plugin(name, stage, monkeypatch):
+    from accelerate.utils import DeepSpeedPlugin
+
+    loaded = plugin_environment(DISTRIBUTED / name, monkeypatch)
+    # accelerate copies unknown keys onto its arguments without a word; each must be an option it reads
+    assert set(loaded.deepspeed_config) <= launcher_options()
+    config = DeepSpeedPlugin().deepspeed_config
+    assert config["zero_optimization"]["stage"] == stage
+    # left to Trainer, which fills them from the recipe's batch_size, grad_accum and max_grad_norm
+    for key in ("train_micro_batch_size_per_gpu", "gradient_accumulation_steps", "gradient_clipping"):
+        assert config[key] == "auto"
+    if stage == 3:  # otherwise final_model/ would get an empty adapter from sharded weights
+        assert config["zero_optimization"]["stage3_gather_16bit_weights_on_model_save"] is True
+
+
+def test_fsdp_config_wraps_each_decoder_layer_of_every_supported_family(monkeypatch):
+    from accelerate.utils import FullyShardedDataParallelPlugin
+    from torch.distributed.fsdp.wrap import transformer_auto_wrap_policy
+
+    from fastft.patching.families import FAMILIES
+
+    loaded = plugin_environment(DISTRIBUTED / "fsdp.yaml", monkeypatch)
+    assert set(loaded.fsdp_config) <= launcher_options()
+    plugin = FullyShardedDataParallelPlugin()
+    assert plugin.fsdp_version == 2 and "FULL_STATE_DICT" in str(plugin.state_dict_type)
+    # No class list: accelerate wraps the model's _no_split_modules, which names each family's decoder layer.
+    assert plugin.auto_wrap_policy is transformer_auto_wrap_policy and plugin.transformer_cls_names_to_wrap is None
+    for family in FAMILIES.values():
+        assert family.cls("ForCausalLM")._no_split_modules == [family.prefix + "DecoderLayer"], family.name

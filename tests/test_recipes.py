@@ -7,7 +7,7 @@ from fastft.config.loader import RecipeError, deep_merge, load_recipe
 from fastft.errors import FastftError
 
 REPO = Path(__file__).resolve().parents[1]
-SHIPPED = sorted(p for p in (REPO / "recipes").rglob("*.yaml") if "base" not in p.parts)
+SHIPPED = sorted(p for p in (REPO / "recipes").rglob("*.yaml") if not {"base", "distributed"} & set(p.relative_to(REPO / "recipes").parts))
 
 
 def write(folder: Path, name: str, text: str) -> Path:
