@@ -27,7 +27,19 @@ def read_adapter_config(adapter_dir: Path) -> dict:
     if not config_file.is_file():
         raise FastftError("no adapter_config.json: this is not a LoRA adapter folder", where=str(adapter_dir),
                           hint="pass the folder a fastft run saved its adapter in (outputs/<experiment>/final_model)")
-    return json.loads(config_file.read_text(encoding="utf-8"))
+    if not (adapter_dir / "adapter_model.safetensors").is_file() and (adapter_dir / "adapter_model.bin").is_file():
+        raise FastftError("the adapter has only PyTorch pickle weights (adapter_model.bin); fastft loads safetensors only, "
+                          "because unpickling a file can run arbitrary code", where=str(adapter_dir),
+                          hint="where you trust the file, load it with peft and save_pretrained it again (safetensors is the default)")
+    try:
+        config = json.loads(config_file.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise FastftError(f"adapter_config.json is not valid UTF-8 JSON ({exc})", where=str(adapter_dir),
+                          hint="pass the folder a fastft run saved its adapter in") from None
+    if not isinstance(config, dict):
+        raise FastftError("adapter_config.json does not hold a JSON object", where=str(adapter_dir),
+                          hint="pass the folder a fastft run saved its adapter in")
+    return config
 
 
 def run_settings(adapter_dir: Path, base: str, dtype: str) -> tuple[ModelSection, QloraSection]:

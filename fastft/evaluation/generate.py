@@ -17,7 +17,8 @@ def load_for_inference(recipe, adapter: Path | None, progress=print):
     source, tokenizer, _ = prepare_tokenizer(recipe, progress)
     if adapter is not None:
         read_adapter_config(Path(adapter))  # a clear message for a folder that is not an adapter
-        tokenizer = AutoTokenizer.from_pretrained(adapter)  # carries the chat template and any added tokens
+        # carries the chat template and any added tokens; trust_remote_code given, so transformers never asks on stdin
+        tokenizer = AutoTokenizer.from_pretrained(adapter, trust_remote_code=recipe.model.trust_remote_code)
     model, _ = load_base_model(recipe.model, recipe.qlora, source)
     if len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
         model.resize_token_embeddings(len(tokenizer))

@@ -20,7 +20,7 @@ def resolve_recipe(recipe, progress=print):
 def prepare_tokenizer(recipe, progress=print):
     """(source, tokenizer, ids of chat tokens added to it)."""
     source = resolve_source(recipe.model.name, progress)
-    tokenizer = load_tokenizer(source, recipe.model.trust_remote_code)
+    tokenizer = load_tokenizer(source, recipe.model.trust_remote_code, progress)
     new_ids = []
     if recipe.dataset.format_type == "chat":
         template = template_for(tokenizer)

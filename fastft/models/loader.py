@@ -42,9 +42,12 @@ def resolve_source(name: str, progress=print) -> str:
     return name
 
 
-def load_tokenizer(source: str, trust_remote_code: bool = False):
+def load_tokenizer(source: str, trust_remote_code: bool = False, progress=print):
+    """The tokenizer, after check_checkpoint: every command loads it first, so a model fastft will not load
+    is refused before anything is written."""
     from transformers import AutoTokenizer
 
+    check_checkpoint(source, trust_remote_code, progress)
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
     except OSError as exc:
@@ -55,6 +58,35 @@ def load_tokenizer(source: str, trust_remote_code: bool = False):
         tokenizer.pad_token = pad
     tokenizer.padding_side = "right"
     return tokenizer
+
+
+def check_checkpoint(source: str, trust_remote_code: bool, progress=print) -> None:
+    """Weights load only from safetensors (a pickle can run code when unpickled), and a checkpoint's own Python
+    code runs only when the recipe sets model.trust_remote_code, which is then announced."""
+    from transformers import AutoConfig
+
+    folder = Path(source)
+    if folder.is_dir() and not any(folder.glob("*.safetensors")) and any(folder.glob("*.bin")):
+        raise FastftError(
+            f"model {source!r} has only PyTorch pickle weights (*.bin); fastft loads weights from safetensors only, "
+            "because unpickling a file can run arbitrary code",
+            where="model.name",
+            hint="convert it once where you trust the file: AutoModelForCausalLM.from_pretrained(folder, use_safetensors=False)"
+                 ".save_pretrained(folder), which writes model.safetensors",
+        )
+    if trust_remote_code:
+        progress(f"warning: model.trust_remote_code is true: Python code shipped with {source} runs on this machine")
+    try:
+        AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as exc:  # no config (a tokenizer-only folder, say): loading the model reports it
+        if "trust_remote_code" in str(exc):
+            raise _untrusted_code(source) from None
+
+
+def _untrusted_code(source: str) -> FastftError:
+    return FastftError(f"model {source!r} needs its own Python code to load, and fastft does not run a checkpoint's code "
+                       "unless told to", where="model.trust_remote_code",
+                       hint="read that code, and if you trust it set model.trust_remote_code: true")
 
 
 def _not_found(source: str, exc: Exception) -> FastftError:
@@ -69,7 +101,8 @@ def load_base_model(model_cfg, qlora_cfg, source: str):
     from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
     dtype = resolve_dtype(model_cfg.dtype)
-    kwargs = {"dtype": dtype, "attn_implementation": model_cfg.attn_implementation, "trust_remote_code": model_cfg.trust_remote_code}
+    kwargs = {"dtype": dtype, "attn_implementation": model_cfg.attn_implementation, "trust_remote_code": model_cfg.trust_remote_code,
+              "use_safetensors": True}
     if model_cfg.quantization == "nf4":
         kwargs["quantization_config"] = BitsAndBytesConfig(
             load_in_4bit=True,
@@ -83,6 +116,10 @@ def load_base_model(model_cfg, qlora_cfg, source: str):
         model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
     except OSError as exc:
         raise _not_found(source, exc) from None
+    except ValueError as exc:
+        if "trust_remote_code" not in str(exc):
+            raise
+        raise _untrusted_code(source) from None
     return model, dtype
 
 
