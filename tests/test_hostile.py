@@ -59,6 +59,14 @@ def _huge_line_jsonl(tmp: Path) -> Path:
     return _write(tmp / "huge.jsonl", '{"dialogue": "' + "x" * 3_000_000 + "\n")
 
 
+def _deeply_nested_json(tmp: Path) -> Path:
+    return _write(tmp / "deep.json", "[" * 100_000 + "]" * 100_000)
+
+
+def _deeply_nested_jsonl(tmp: Path) -> Path:
+    return _write(tmp / "deep.jsonl", '{"dialogue": ' + "[" * 100_000 + "]" * 100_000 + "}\n")
+
+
 def _huge_field_missing_column(tmp: Path) -> Path:
     return _write(tmp / "huge.csv", f"fname,dialogue\nd1,{KOREAN_LINE * 6000}\n")
 
@@ -70,7 +78,7 @@ def _huge_field(tmp: Path) -> Path:
 
 MAKERS = {maker.__name__.lstrip("_"): maker for maker in (
     _huge_line_recipe, _deeply_nested_recipe, _base_symlink_outside, _data_folder, _huge_line_jsonl,
-    _huge_field_missing_column, _huge_field)}
+    _huge_field_missing_column, _huge_field, _deeply_nested_json, _deeply_nested_jsonl)}
 
 
 def case_path(case: dict, tmp: Path) -> Path:

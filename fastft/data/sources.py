@@ -163,6 +163,8 @@ def _jsonl_lines(path: Path, label: str) -> list[int]:
             except json.JSONDecodeError as exc:
                 raise FastftError(f"{label}: {path}, line {number}: not valid JSON ({exc.msg}, column {exc.colno})",
                                   hint="each line of a .jsonl file must be one JSON object") from None
+            except RecursionError:
+                raise _too_deep(f"{label}: {path}, line {number}") from None
             _check_object(value, f"{label}: {path}, line {number}", "each line of a .jsonl file must be one JSON object")
             numbers.append(number)
     return numbers
@@ -178,11 +180,18 @@ def _json_rows(path: Path, label: str) -> list[int] | None:
         if exc.msg == "Extra data":  # more than one value: JSON lines
             return _jsonl_lines(path, label)
         raise FastftError(f"{label}: {path}, line {exc.lineno}: not valid JSON ({exc.msg}, column {exc.colno})", hint=hint) from None
+    except RecursionError:
+        raise _too_deep(f"{label}: {path}") from None
     if not isinstance(value, list):
         raise FastftError(f"{label}: {path}: a .json file must hold a list of objects, not a JSON {_JSON_KINDS[type(value)]}", hint=hint)
     for number, item in enumerate(value, 1):
         _check_object(item, f"{label}: {path}, item {number}", hint)
     return None if value else []
+
+
+def _too_deep(where: str) -> FastftError:
+    # Python's json parser recurses once per nesting level; rows of training data are a few levels deep.
+    return FastftError(f"{where}: the JSON is nested too deeply to read", hint="rows must be flat objects of text fields")
 
 
 def _check_object(value, where: str, hint: str) -> None:
