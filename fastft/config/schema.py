@@ -31,6 +31,10 @@ class LoraSection(Section):
     target_modules: Union[list[str], Literal["all-linear", "auto"]] = Field(
         "auto", description="auto = the model family's preset (the seven attention and MLP projections)")
     bias: Literal["none", "all", "lora_only"] = "none"
+    train_tokens: list[str] = Field(
+        default_factory=list,
+        description="token strings whose embedding rows are trained, e.g. a base model's untrained end-of-turn token; "
+                    "tied heads train the same rows")
 
     @field_validator("target_modules")
     @classmethod

@@ -123,7 +123,7 @@ def load_base_model(model_cfg, qlora_cfg, source: str):
     return model, dtype
 
 
-def add_lora(model, lora_cfg, quantized: bool, gradient_checkpointing: bool, new_token_ids: list[int]):
+def add_lora(model, lora_cfg, quantized: bool, gradient_checkpointing: bool, trained_token_ids: list[int]):
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 
     if quantized:
@@ -135,8 +135,10 @@ def add_lora(model, lora_cfg, quantized: bool, gradient_checkpointing: bool, new
         target_modules=lora_cfg.target_modules,
         bias=lora_cfg.bias,
         task_type="CAUSAL_LM",
-        # Rows added for missing chat tokens start untrained; train just those rows, not the whole embedding.
-        trainable_token_indices={"embed_tokens": new_token_ids} if new_token_ids else None,
+        # Rows added for missing chat tokens start untrained, and a base model's own chat tokens may never have been
+        # trained (lora.train_tokens); LoRA on the projections leaves embedding rows as they are, so train just those
+        # rows, not the whole embedding. PEFT makes a tied LM head follow the same rows.
+        trainable_token_indices={"embed_tokens": trained_token_ids} if trained_token_ids else None,
     )
     try:
         return get_peft_model(model, config)
