@@ -19,6 +19,7 @@ DEBUG_OVERRIDES = (
     "training.eval_batch_size=2",
     "training.grad_accum=1",
     "logging.report_to=[]",
+    "evaluation.max_samples=4",
 )
 
 _err = Console(stderr=True, highlight=False)
@@ -42,14 +43,13 @@ class Group(click.Group):
 
 
 def recipe_overrides(sets, use_qlora, instruction_augmentation, debug) -> list[str]:
-    """Flags become `--set` items, applied after the recipe's own `--set`s, so flags win."""
-    items = list(sets)
+    """Flags become `--set` items. --debug only sets defaults for a short run, so the user's own `--set`s override
+    it (`--debug --set training.max_steps=3`); the other flags are explicit choices and override `--set`."""
+    items = (list(DEBUG_OVERRIDES) if debug else []) + list(sets)
     if use_qlora is not None:
         items.append(f"model.quantization={'nf4' if use_qlora else 'none'}")
     if instruction_augmentation:
         items.append("dataset.instruction_augmentation=true")
-    if debug:
-        items.extend(DEBUG_OVERRIDES)
     return items
 
 

@@ -35,6 +35,11 @@ def test_flags_become_overrides_that_win():
     assert set(DEBUG_OVERRIDES) <= set(items)
 
 
+def test_user_sets_override_debug_defaults():
+    recipe = load_recipe(DEFAULT, recipe_overrides(["training.max_steps=3", "training.batch_size=1"], None, False, True))
+    assert (recipe.training.max_steps, recipe.training.batch_size, recipe.dataset.max_train_samples) == (3, 1, 50)
+
+
 def test_no_qlora_flag_turns_quantization_off():
     recipe = load_recipe(REPO / "recipes" / "qwen3_4b_summary.yaml", recipe_overrides([], False, False, False))
     assert recipe.model.quantization == "none"
