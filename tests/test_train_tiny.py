@@ -18,6 +18,9 @@ def test_cli_run_trains_saves_and_lowers_eval_loss(tmp_path, tiny_llama):
     out = tmp_path / "outputs" / "tiny"
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["eval_loss_after"] < metrics["eval_loss_before"]
+    # Training ends on the best checkpoint (tests/test_resume.py checks the weights): its eval loss, not the last one.
+    epoch_losses = [e["eval_loss"] for e in json.loads((out / "log_history.json").read_text()) if "eval_loss" in e and e["step"] > 0]
+    assert len(epoch_losses) == 2 and metrics["eval_loss_after"] == min(epoch_losses)
     assert (out / "resolved_recipe.yaml").read_text().count("max_train_samples: 24") == 1
     logs = list((tmp_path / "logs").glob("*/train/train_tiny_*.log"))
     assert len(logs) == 1 and "eval loss after training" in logs[0].read_text(encoding="utf-8")

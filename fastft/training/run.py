@@ -40,6 +40,14 @@ class _LogToRunLog(TrainerCallback):
             self.log(f"step {state.global_step}: {shown}")
 
 
+def final_eval_loss(trainer) -> float:
+    """Eval loss of the weights training ended with (the best checkpoint's, which Trainer restores at the end). The
+    evaluation that chose that checkpoint already measured it; evaluate again only when no logged one applies."""
+    step = trainer.state.best_global_step or trainer.state.global_step
+    logged = [e["eval_loss"] for e in trainer.state.log_history if e.get("step") == step and "eval_loss" in e]
+    return logged[-1] if logged else trainer.evaluate()["eval_loss"]
+
+
 def run(recipe, recipe_file: Path | None, log: RunLog, mode: str = "new") -> RunResult:
     # Everything that can fail on user input (output folder, tokenizer, data) runs before anything is written.
     output_dir = Path(recipe.output.dir) / recipe.experiment
@@ -92,7 +100,7 @@ def run(recipe, recipe_file: Path | None, log: RunLog, mode: str = "new") -> Run
         trainer.remove_callback(generation)
         metrics.update(generation.summary(trainer.state))
     if evaluation:
-        metrics["eval_loss_after"] = trainer.evaluate()["eval_loss"]
+        metrics["eval_loss_after"] = final_eval_loss(trainer)
         log(f"eval loss after training: {metrics['eval_loss_after']:.4f}")
 
     final_model = output_dir / "final_model"
