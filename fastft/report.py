@@ -7,14 +7,13 @@ from pathlib import Path
 import yaml
 
 from .summary import versions
-from .training.outputs import RECIPE_FILE
+from .training.outputs import GENERATIONS, RECIPE_FILE
 
 REPORT = "report.md"
 CURVE = "training_curve.png"
 METRICS = "metrics.json"
 LOG_HISTORY = "log_history.json"
 DATA_STATS = "data_stats.json"
-GENERATIONS = "generations"
 SAMPLE_ROWS = 5
 MAX_CELL_CHARS = 300
 # The score a task is judged by, first match wins: ROUGE sum (summary), token F1 (QA), macro-F1 (classification).

@@ -9,10 +9,9 @@ from transformers import TrainerCallback
 
 from ..config.schema import GENERATION_METRICS
 from ..data.pipeline import build_encoder
+from ..training.outputs import GENERATIONS
 from .evaluate import eval_examples, task_metrics, write_predictions
 from .generate import generate_texts
-
-GENERATIONS = "generations"
 
 
 def evaluation_name(state) -> str:

@@ -10,6 +10,7 @@ from ..errors import FastftError
 
 RECIPE_FILE = "resolved_recipe.yaml"
 CHECKPOINTS = "checkpoints"
+GENERATIONS = "generations"  # predictions of each in-training evaluation, one CSV per evaluation
 
 
 def recipe_yaml(recipe) -> str:
