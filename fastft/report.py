@@ -7,11 +7,10 @@ from pathlib import Path
 import yaml
 
 from .summary import versions
-from .training.outputs import GENERATIONS, RECIPE_FILE
+from .training.outputs import GENERATIONS, METRICS, RECIPE_FILE
 
 REPORT = "report.md"
 CURVE = "training_curve.png"
-METRICS = "metrics.json"
 LOG_HISTORY = "log_history.json"
 DATA_STATS = "data_stats.json"
 SAMPLE_ROWS = 5

@@ -13,8 +13,8 @@ from pathlib import Path
 
 from .config.loader import load_recipe
 from .errors import FastftError
-from .report import METRICS, REPORT, fmt, headline, read_json, table
-from .training.outputs import CHECKPOINTS, last_checkpoint
+from .report import REPORT, fmt, headline, read_json, table
+from .training.outputs import CHECKPOINTS, METRICS, last_checkpoint
 
 GRID_SOURCE = "--grid"
 GRID_HINT = "write it as section.key=value1,value2,..., e.g. --grid lora.r=4,8,16"

@@ -15,7 +15,7 @@ from fastft.cli import main
 from fastft.config.loader import load_recipe
 from fastft.errors import FastftError
 from fastft.training.args import sft_config
-from fastft.training.outputs import last_checkpoint
+from fastft.training.outputs import METRICS, RECIPE_FILE, check_output_dir, last_checkpoint, recipe_yaml
 from tests.factories import fastft_trainer, recipe_for
 
 SHORT_RUN = ["dataset.eval=null", "dataset.max_train_samples=12", "dataset.max_prompt_tokens=64", "dataset.max_answer_tokens=16",
@@ -114,6 +114,24 @@ def test_last_checkpoint_takes_only_complete_numbered_folders(tmp_path):
         if complete:
             (tmp_path / name / "trainer_state.json").write_text("{}")
     assert last_checkpoint(tmp_path) == tmp_path / "checkpoint-2"
+
+
+def test_a_plain_run_resumes_only_an_unfinished_run_of_the_same_recipe(tmp_path, tiny_llama):
+    recipe = load_recipe(recipe_for(tmp_path, tiny_llama))
+    folder = tmp_path / "run"
+    checkpoint = folder / "checkpoints" / "checkpoint-4"
+    checkpoint.mkdir(parents=True)
+    (checkpoint / "trainer_state.json").write_text("{}")
+    (folder / RECIPE_FILE).write_text(recipe_yaml(recipe), encoding="utf-8")
+    assert check_output_dir(folder, recipe, "new") == checkpoint  # what a crash or a kill leaves behind
+
+    changed = recipe.model_copy(deep=True)
+    changed.training.learning_rate = 0.5
+    with pytest.raises(FastftError, match="already holds a run"):
+        check_output_dir(folder, changed, "new")
+    (folder / METRICS).write_text("{}")  # finished: retraining it needs --resume or --overwrite
+    with pytest.raises(FastftError, match="already holds a run"):
+        check_output_dir(folder, recipe, "new")
 
 
 def fastft_run(folder, name, *extra):

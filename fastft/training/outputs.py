@@ -10,6 +10,7 @@ from ..errors import FastftError
 
 RECIPE_FILE = "resolved_recipe.yaml"
 CHECKPOINTS = "checkpoints"
+METRICS = "metrics.json"  # written last: its presence marks a finished run
 GENERATIONS = "generations"  # predictions of each in-training evaluation, one CSV per evaluation
 
 
@@ -25,25 +26,35 @@ def last_checkpoint(checkpoints: Path) -> Path | None:
     return max(found, key=lambda p: int(p.name.rsplit("-", 1)[1]), default=None)
 
 
+def _same_recipe(output_dir: Path, recipe) -> bool:
+    saved = output_dir / RECIPE_FILE
+    return saved.exists() and saved.read_text(encoding="utf-8") == recipe_yaml(recipe)
+
+
 def check_output_dir(output_dir: Path, recipe, mode: str) -> Path | None:
-    """Decide what a run may do with its folder, before anything is written. Returns the checkpoint to resume."""
+    """Decide what a run may do with its folder, before anything is written. Returns the checkpoint to resume.
+
+    A plain run (mode "new") resumes by itself when the folder holds an unfinished run of the same recipe with a
+    checkpoint, the usual state after a crash or a kill; anything else already there is refused."""
     exists = output_dir.exists() and any(output_dir.iterdir())
     if mode == "resume":
         if not exists:
             raise FastftError(f"nothing to resume: {output_dir} does not exist", hint="run without --resume to start it")
-        saved = (output_dir / RECIPE_FILE).read_text(encoding="utf-8") if (output_dir / RECIPE_FILE).exists() else None
-        if saved != recipe_yaml(recipe):
+        if not _same_recipe(output_dir, recipe):
             raise FastftError(
                 f"--resume: the recipe differs from the one {output_dir} was trained with",
                 hint=f"compare with {output_dir / RECIPE_FILE}, or pass --overwrite to start over",
             )
         return last_checkpoint(output_dir / CHECKPOINTS)
-    if exists and mode != "overwrite":
-        raise FastftError(
-            f"the output folder {output_dir} already holds a run",
-            hint="pass --resume to continue it, --overwrite to replace it, or set another experiment name",
-        )
-    return None
+    if not exists or mode == "overwrite":
+        return None
+    checkpoint = last_checkpoint(output_dir / CHECKPOINTS)
+    if checkpoint and not (output_dir / METRICS).exists() and _same_recipe(output_dir, recipe):
+        return checkpoint
+    raise FastftError(
+        f"the output folder {output_dir} already holds a run",
+        hint="pass --resume to continue it, --overwrite to replace it, or set another experiment name",
+    )
 
 
 def open_output_dir(output_dir: Path, recipe, mode: str) -> None:

@@ -16,7 +16,7 @@ from ..runlog import RunLog
 from ..summary import data_stats, data_summary, model_summary, print_metrics
 from .args import optimizer_name, sft_config
 from .distributed import barrier, is_main, main_decides
-from .outputs import CHECKPOINTS, check_output_dir, open_output_dir
+from .outputs import CHECKPOINTS, METRICS, check_output_dir, open_output_dir
 from .tensorboard import tensorboard_callback, wants_tensorboard
 from .trainer import FastftTrainer
 from .usage import UsageMeter
@@ -88,7 +88,8 @@ def run(recipe, recipe_file: Path | None, log: RunLog, mode: str = "new") -> Run
         trainer.add_callback(generation)
     metrics = {}
     if resume_from:
-        log(f"resuming from {resume_from}")
+        automatic = " (the folder holds an unfinished run of this recipe)" if mode == "new" else ""
+        log(f"resuming from {resume_from}{automatic}")
     train_out = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     if args.eval_on_start:
         metrics["eval_loss_before"] = next(e["eval_loss"] for e in trainer.state.log_history if "eval_loss" in e)
@@ -109,7 +110,7 @@ def run(recipe, recipe_file: Path | None, log: RunLog, mode: str = "new") -> Run
         if new_ids:  # PEFT saves resized embeddings only when it can read the base config; make sure the new rows travel
             trainer.model.save_pretrained(str(final_model), save_embedding_layers=True)
         tokenizer.save_pretrained(str(final_model))
-        (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2), encoding="utf-8")
+        (output_dir / METRICS).write_text(json.dumps(metrics, indent=2), encoding="utf-8")
         report = write_run_record(output_dir, trainer.state.log_history, data_stats(train, evaluation))
         log(f"report: {report}")
     barrier()
