@@ -3,7 +3,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from transformers import TrainerCallback, set_seed
+from transformers import ProgressCallback, TrainerCallback, set_seed
 
 from ..data.collator import PadCollator
 from ..data.pipeline import build_splits
@@ -38,6 +38,13 @@ class _LogToRunLog(TrainerCallback):
         if logs:
             shown = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in logs.items())
             self.log(f"step {state.global_step}: {shown}")
+
+
+class _ProgressBarOnly(ProgressCallback):
+    """Trainer's progress bar without its printout of every log dict: _LogToRunLog already prints those lines."""
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        pass
 
 
 def final_eval_loss(trainer) -> float:
@@ -82,6 +89,8 @@ def run(recipe, recipe_file: Path | None, log: RunLog, mode: str = "new") -> Run
         fused_loss=recipe.kernels.loss,
         token_budget=(recipe.dataset.max_prompt_tokens, recipe.dataset.max_answer_tokens),
     )
+    if trainer.pop_callback(ProgressCallback):  # absent when progress bars are disabled
+        trainer.add_callback(_ProgressBarOnly)
     generation = None
     if recipe.evaluation.generate_every_epoch:  # the schema has checked that there is an eval split
         generation = EpochGeneration(recipe, recipe_file, tokenizer, output_dir, trainer.log)
