@@ -33,7 +33,7 @@ def write_report(output_dir: Path) -> Path:
     recipe_text = (output_dir / RECIPE_FILE).read_text(encoding="utf-8")
     metrics = read_json(output_dir / METRICS) or {}
     history = read_json(output_dir / LOG_HISTORY) or []
-    plot_curve(loss_curves(history, metrics.get("eval_loss_before")), output_dir / CURVE)
+    plot_curve(loss_curves(history), output_dir / CURVE)
     sections = [
         f"# Run report: {yaml.safe_load(recipe_text).get('experiment', output_dir.name)}",
         _results_section(metrics),
@@ -82,13 +82,11 @@ def headline(scores: dict | None) -> tuple[str, float] | None:
     return None
 
 
-def loss_curves(history: list[dict], eval_loss_before: float | None) -> dict[str, list[tuple[int, float]]]:
-    """{label: [(step, loss)]}. The loss before training is not in the history (train() starts a fresh state), so it
-    comes from metrics.json as step 0; the re-evaluation after training repeats a step and is kept once."""
+def loss_curves(history: list[dict]) -> dict[str, list[tuple[int, float]]]:
+    """{label: [(step, loss)]}. The loss before training is the history's step-0 evaluation (Trainer's eval_on_start);
+    an evaluation repeated at one step is kept once."""
     train = [(entry["step"], entry["loss"]) for entry in history if "loss" in entry]
     evaluated = {entry["step"]: entry["eval_loss"] for entry in history if "eval_loss" in entry}
-    if eval_loss_before is not None:
-        evaluated = {0: eval_loss_before, **evaluated}
     return {"train loss": train, "eval loss": sorted(evaluated.items())}
 
 

@@ -12,7 +12,6 @@ def tensorboard_callback(output_dir: Path):
     from transformers.integrations import TensorBoardCallback
 
     callback = TensorBoardCallback()
-    # transformers 5 takes no logging_dir argument: left alone the writer goes to <checkpoints>/runs/<date>, or to
-    # ./runs when something logs before training starts (fastft's eval loss before training does).
+    # transformers 5 takes no logging_dir argument: left alone the writer goes to <checkpoints>/runs/<date>.
     callback.logging_dir = str(output_dir / TENSORBOARD)
     return callback
