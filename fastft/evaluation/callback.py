@@ -10,8 +10,9 @@ from transformers import TrainerCallback
 from ..config.schema import GENERATION_METRICS
 from ..data.pipeline import build_encoder
 from ..training.outputs import GENERATIONS
-from .evaluate import eval_examples, task_metrics, write_predictions
+from .evaluate import eval_examples, task_metrics
 from .generate import generate_texts
+from .predict import references, write_predictions
 
 
 def evaluation_name(state) -> str:
@@ -29,7 +30,7 @@ class EpochGeneration(TrainerCallback):
         if recipe.dataset.max_eval_samples:
             limit = min(limit, recipe.dataset.max_eval_samples)
         self.examples = eval_examples(recipe.dataset, recipe_file, limit)
-        self.references = [ex.answer or "" for ex in self.examples]
+        self.references = references(self.examples)
         self.encoder = build_encoder(recipe.dataset, tokenizer)
         self.tokenizer = tokenizer
         self.generation = recipe.generation

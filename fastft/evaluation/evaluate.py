@@ -4,9 +4,7 @@ from pathlib import Path
 
 from ..errors import FastftError
 from ..metrics import classification_metrics, qa_metrics, rouge
-from .predict import predict, read_examples, write_predictions
-
-__all__ = ["eval_examples", "evaluate", "task_metrics", "write_predictions"]
+from .predict import predict, read_examples, references, write_predictions
 
 
 def _both_tokenizations(metric, predictions: list[str], references: list[str]) -> dict:
@@ -36,9 +34,9 @@ def evaluate(recipe, recipe_file: Path | None, adapter: Path | None, out_dir: Pa
         raise FastftError("the recipe has no eval split", where="dataset.eval", hint="set dataset.eval to a file to evaluate on")
     rows = eval_examples(recipe.dataset, recipe_file, recipe.dataset.max_eval_samples)
     predictions = predict(recipe, adapter, rows, progress, log)
-    references = [ex.answer or "" for ex in rows]
-    metrics = task_metrics(recipe.dataset.task, predictions, references)
+    refs = references(rows)
+    metrics = task_metrics(recipe.dataset.task, predictions, refs)
     out_dir.mkdir(parents=True, exist_ok=True)
-    write_predictions(out_dir / "predictions.csv", rows, predictions, references)
+    write_predictions(out_dir / "predictions.csv", rows, predictions, refs)
     (out_dir / "metrics.json").write_text(json.dumps({"adapter": str(adapter) if adapter else None, **metrics}, indent=2), encoding="utf-8")
     return metrics
