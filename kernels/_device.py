@@ -4,6 +4,8 @@ Every launch-size decision in fastft.kernels (tile sizes, stages, row blocks, ch
 through these functions, so that tests/kernels/gpu_compile.py can patch them to stand in for an sm_80/86/89/90
 GPU while the wrappers run on CPU tensors and each launch is compiled instead of run.
 """
+import contextlib
+
 import torch
 
 # Opt-in shared memory per block on the architectures fastft supports; used when no CUDA device answers
@@ -35,6 +37,4 @@ def device_guard(tensor: torch.Tensor):
     """Launch on the tensor's own GPU (model parallelism via device_map puts layers on several)."""
     if tensor.is_cuda:
         return torch.cuda.device(tensor.device)
-    import contextlib
-
     return contextlib.nullcontext()
