@@ -89,6 +89,22 @@ def loss_grad_scale(grad_output, n_valid, reduction: str):
     return scale / n_valid.clamp(min=1) if reduction == "mean" else scale
 
 
+def check_labels(labels, n_classes: int, ignore_index: int, fn: str):
+    """Refuse labels that are neither a class index nor ignore_index (F.cross_entropy refuses them too; the
+    kernels would silently score them as logsumexp). One reduction and one host read of a bool per call."""
+    bad = (labels != ignore_index) & ((labels < 0) | (labels >= n_classes))
+    if not bad.any():
+        return
+    where = tuple(bad.nonzero()[0].tolist())
+    index = where[0] if len(where) == 1 else where
+    raise ValueError(
+        f"{fn}: labels[{index}] = {labels[where].item()} is not a class index in [0, {n_classes}) nor "
+        f"ignore_index={ignore_index} ({int(bad.sum())} such labels). Labels must index the {n_classes} "
+        f"classes (vocabulary rows); a tokenizer with more tokens than the model's head needs "
+        f"model.resize_token_embeddings, and positions without a target must be set to ignore_index."
+    )
+
+
 def check_args(reduction: str, softcap):
     if reduction not in REDUCTIONS:
         raise ValueError(f"reduction={reduction!r}; expected one of {', '.join(REDUCTIONS)}")
@@ -133,5 +149,6 @@ def cross_entropy(logits, labels, ignore_index: int = -100, reduction: str = "me
     check_args(reduction, softcap)
     if labels.shape != logits.shape[:-1]:
         raise ValueError(f"labels shape {tuple(labels.shape)} does not match logits {tuple(logits.shape)}")
+    check_labels(labels, logits.shape[-1], ignore_index, "cross_entropy")
     # Inside forward, needs_input_grad ignores no_grad mode: pass it so evaluation skips the gradient.
     return _CrossEntropy.apply(logits, labels, ignore_index, reduction, softcap, torch.is_grad_enabled())
