@@ -4,6 +4,8 @@ import torch
 import triton
 import triton.language as tl
 
+from ._device import device_guard
+
 # A Gemma-sized vocabulary (262,144) takes 16 blocks per sweep; larger blocks spill registers on the GPU.
 _MAX_BLOCK = 16384
 
@@ -28,6 +30,11 @@ def _ce_rows_kernel(logits_ptr, logits_row_stride, grad_ptr, grad_row_stride, la
     valid = label != ignore_index
     in_range = valid & (label >= 0) & (label < n_cols)
     cols = tl.arange(0, BLOCK)
+    # Read before the first sweep: in place, the second sweep's stores overwrite this element, and only the
+    # first sweep's cross-warp reductions (barriers) order every warp's read before any warp's write.
+    z_label = tl.load(x_row + label, mask=in_range, other=0.0).to(tl.float32)
+    if HAS_SOFTCAP:
+        z_label = softcap * _tanh(z_label / softcap)
 
     m = -float("inf")
     d = 0.0
@@ -42,9 +49,6 @@ def _ce_rows_kernel(logits_ptr, logits_row_stride, grad_ptr, grad_row_stride, la
         m = m_new
     lse = m + tl.log(d)
 
-    z_label = tl.load(x_row + label, mask=in_range, other=0.0).to(tl.float32)
-    if HAS_SOFTCAP:
-        z_label = softcap * _tanh(z_label / softcap)
     tl.store(loss_ptr + row, tl.where(valid, lse - z_label, 0.0))
 
     if WRITE_GRAD:
@@ -77,13 +81,14 @@ def ce_rows_triton(logits, labels, ignore_index: int, softcap, grad=None, row_sc
     if n_rows == 0:
         return losses
     block = min(triton.next_power_of_2(n_cols), _MAX_BLOCK)
-    _ce_rows_kernel[(n_rows,)](
-        logits, logits.stride(0),
-        logits if grad is None else grad, 0 if grad is None else grad.stride(0),
-        labels.contiguous(), losses,
-        losses if row_scale is None else row_scale.to(torch.float32).contiguous(),
-        n_cols, ignore_index, 1.0 if softcap is None else float(softcap),
-        HAS_SOFTCAP=softcap is not None, WRITE_GRAD=grad is not None, HAS_SCALE=row_scale is not None,
-        BLOCK=block, num_warps=min(16, max(4, block // 1024)),
-    )
+    with device_guard(logits):
+        _ce_rows_kernel[(n_rows,)](
+            logits, logits.stride(0),
+            logits if grad is None else grad, 0 if grad is None else grad.stride(0),
+            labels.contiguous(), losses,
+            losses if row_scale is None else row_scale.to(torch.float32).contiguous(),
+            n_cols, ignore_index, 1.0 if softcap is None else float(softcap),
+            HAS_SOFTCAP=softcap is not None, WRITE_GRAD=grad is not None, HAS_SCALE=row_scale is not None,
+            BLOCK=block, num_warps=min(16, max(4, block // 1024)),
+        )
     return losses

@@ -197,3 +197,55 @@ def test_rejects_bad_arguments():
         cross_entropy(x, labels, softcap=0.0)
     with pytest.raises(ValueError, match="labels shape"):
         cross_entropy(x, labels[:3])
+
+
+def _memory_trace(monkeypatch):
+    """Record, in program order, the element addresses of every interpreted load and store (masked-in lanes)."""
+    from triton.runtime.interpreter import InterpreterBuilder
+    trace = []
+    real_load, real_store = InterpreterBuilder.create_masked_load, InterpreterBuilder.create_masked_store
+
+    def load(self, ptrs, mask, *args):
+        trace.append(("load", set(ptrs.data[mask.data].tolist())))
+        return real_load(self, ptrs, mask, *args)
+
+    def store(self, ptrs, value, mask, *args):
+        trace.append(("store", set(ptrs.data[mask.data].tolist())))
+        return real_store(self, ptrs, value, mask, *args)
+
+    monkeypatch.setattr(InterpreterBuilder, "create_masked_load", load)
+    monkeypatch.setattr(InterpreterBuilder, "create_masked_store", store)
+    return trace
+
+
+@pytest.mark.parametrize("softcap", [None, SOFTCAP])
+def test_in_place_reads_label_logit_before_first_sweep(monkeypatch, softcap):
+    """In place, the second sweep writes gradients over the logits. On a GPU, warps are ordered only by the first
+    sweep's reductions (barriers), so the label's logit must be read before that sweep starts: read after it, a
+    warp could see another warp's gradient there. The interpreter runs one program's operations in order on whole
+    blocks, so a late read would still see the logit; what it can show is the order, which is checked here."""
+    vocab, label = 300, 123
+    logits, _ = _logits((1, vocab), torch.float32, seed=8)
+    reference = reference_loss(logits, torch.tensor([label]), "none", softcap)
+    trace = _memory_trace(monkeypatch)
+    losses = triton_ce.ce_rows_triton(logits, torch.tensor([label]), IGNORE, softcap, grad=logits)
+    assert_rel_close(losses, reference, name="losses")
+    label_addr = logits.data_ptr() + label * logits.element_size()
+    row = {logits.data_ptr() + i * logits.element_size() for i in range(vocab)}
+    label_read = trace.index(("load", {label_addr}))
+    first_sweep = next(i for i, (kind, addrs) in enumerate(trace) if kind == "load" and len(addrs & row) > 1)
+    first_write = next(i for i, (kind, addrs) in enumerate(trace) if kind == "store" and addrs & row)
+    assert label_read < first_sweep < first_write
+
+
+@pytest.mark.parametrize("backend", ["torch", "triton"])
+@pytest.mark.parametrize("bad", [10, 11, -1])
+def test_rejects_labels_outside_the_vocabulary(monkeypatch, backend, bad):
+    """F.cross_entropy refuses these too; unchecked, the kernels would score such a row as logsumexp."""
+    monkeypatch.setenv("FASTFT_KERNEL_BACKEND", backend)
+    labels = torch.tensor([[1, IGNORE], [bad, 3]])
+    with pytest.raises(ValueError) as info:
+        cross_entropy(torch.randn(2, 2, 10), labels)
+    message = str(info.value)
+    assert f"labels[(1, 0)] = {bad} is not a class index in [0, 10)" in message
+    assert "ignore_index=-100" in message and "resize_token_embeddings" in message

@@ -147,6 +147,18 @@ def test_rejects_bad_arguments():
         linear_cross_entropy(hidden, weight, labels, reduction="avg")
 
 
+@pytest.mark.parametrize("backend", ["torch", "triton"])
+def test_rejects_labels_outside_the_vocabulary(monkeypatch, backend):
+    monkeypatch.setenv("FASTFT_KERNEL_BACKEND", backend)
+    hidden, weight, _, labels = _head(4, 8, 31, torch.float32, seed=18, bias=False)
+    labels[2] = 31
+    with pytest.raises(ValueError, match=r"linear_cross_entropy: labels\[2\] = 31 is not a class index in \[0, 31\)"):
+        linear_cross_entropy(hidden, weight, labels)
+    labels[2] = -5
+    with pytest.raises(ValueError, match=r"labels\[2\] = -5 .* nor ignore_index=-100"):
+        linear_cross_entropy(hidden, weight, labels)
+
+
 def test_single_row_chunks():
     """chunk_size=1: every kept row is its own chunk; the weight gradient is the sum over all of them."""
     hidden, weight, bias, labels = _head(11, 12, 64, torch.float32, seed=19)
