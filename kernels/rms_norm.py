@@ -40,11 +40,11 @@ def torch_rms_norm_forward(x, weight, eps: float, offset: float, cast_before_wei
     return y, rstd
 
 
-def torch_rms_norm_backward(dy, x, weight, rstd, offset: float, cast_before_weight: bool):
-    """The Triton backward's algorithm in PyTorch: -> (dx[N, H] in x's dtype, dweight[H] fp32)."""
+def torch_rms_norm_backward(dy, x, weight, rstd, offset: float, cast_before_weight: bool, weight_grad: bool):
+    """The Triton backward's algorithm in PyTorch: -> (dx[N, H] in x's dtype, dweight[H] fp32 or None)."""
     n_rows, n_cols = x.shape
     dx = torch.empty((n_rows, n_cols), dtype=x.dtype, device=x.device)
-    dw = torch.zeros(n_cols, dtype=torch.float32, device=x.device)
+    dw = torch.zeros(n_cols, dtype=torch.float32, device=x.device) if weight_grad else None
     scale = weight.float() + offset
     for start, end in _row_chunks(n_rows, n_cols):
         r = rstd[start:end, None]
@@ -53,7 +53,8 @@ def torch_rms_norm_backward(dy, x, weight, rstd, offset: float, cast_before_weig
         g = dy_rows * scale
         # d/dx of x * rstd(x) is rstd * (g - h * mean(g * h)); Llama's cast passes gradients straight through
         dx[start:end] = (g - h * (g * h).mean(dim=-1, keepdim=True)).mul_(r)
-        dw += (dy_rows * _rounded(h, cast_before_weight, x.dtype)).sum(dim=0)
+        if weight_grad:
+            dw += (dy_rows * _rounded(h, cast_before_weight, x.dtype)).sum(dim=0)
     return dx, dw
 
 
@@ -79,8 +80,9 @@ class RMSNormFunction(torch.autograd.Function):
         x_rows, weight, rstd = ctx.saved_tensors
         shape, offset, cast_before_weight, triton_path = ctx.config
         backward = triton_norm.rms_norm_backward if triton_path else torch_rms_norm_backward
-        dx, dw = backward(_rows(dy), x_rows, weight, rstd, offset, cast_before_weight)
-        return dx.view(shape), dw.to(weight.dtype), None, None, None, None
+        # A frozen weight (LoRA) gets no gradient: its reduction over rows is skipped, not computed and dropped.
+        dx, dw = backward(_rows(dy), x_rows, weight, rstd, offset, cast_before_weight, ctx.needs_input_grad[1])
+        return dx.view(shape), None if dw is None else dw.to(weight.dtype), None, None, None, None
 
 
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float = 1e-6, offset: float = 0.0,

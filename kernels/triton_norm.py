@@ -5,6 +5,8 @@ import torch
 import triton
 import triton.language as tl
 
+from ._device import device_guard
+
 _MAX_TILE = 8192  # elements (rows x padded hidden size) one program holds at a time
 _MAX_ROWS_PER_TILE = 16
 # Fixed, not the GPU's SM count, so the weight-gradient summation order depends on the shape alone.
@@ -14,7 +16,7 @@ _MAX_BACKWARD_PROGRAMS = 256
 @triton.jit
 def _rms_norm_fwd_kernel(x_ptr, w_ptr, y_ptr, rstd_ptr, n_rows, n_cols, x_row_stride, y_row_stride, eps, offset,
                          CAST_BEFORE_WEIGHT: tl.constexpr, BLOCK_ROWS: tl.constexpr, BLOCK_COLS: tl.constexpr):
-    rows = (tl.program_id(0) * BLOCK_ROWS + tl.arange(0, BLOCK_ROWS)).to(tl.int64)
+    rows = tl.program_id(0).to(tl.int64) * BLOCK_ROWS + tl.arange(0, BLOCK_ROWS)
     cols = tl.arange(0, BLOCK_COLS)
     row_mask = rows < n_rows
     col_mask = cols < n_cols
@@ -34,15 +36,16 @@ def _rms_norm_fwd_kernel(x_ptr, w_ptr, y_ptr, rstd_ptr, n_rows, n_cols, x_row_st
 @triton.jit
 def _rms_norm_bwd_kernel(dy_ptr, x_ptr, w_ptr, rstd_ptr, dx_ptr, dw_partial_ptr, n_rows, n_cols,
                          dy_row_stride, x_row_stride, dx_row_stride, offset, tiles_per_program,
-                         CAST_BEFORE_WEIGHT: tl.constexpr, BLOCK_ROWS: tl.constexpr, BLOCK_COLS: tl.constexpr):
-    pid = tl.program_id(0)
+                         CAST_BEFORE_WEIGHT: tl.constexpr, WEIGHT_GRAD: tl.constexpr, BLOCK_ROWS: tl.constexpr,
+                         BLOCK_COLS: tl.constexpr):
+    pid = tl.program_id(0).to(tl.int64)
     cols = tl.arange(0, BLOCK_COLS)
     col_mask = cols < n_cols
     scale = tl.load(w_ptr + cols, mask=col_mask, other=0.0).to(tl.float32) + offset
     dw_acc = tl.zeros([BLOCK_COLS], dtype=tl.float32)
 
     for i in range(tiles_per_program):
-        rows = ((pid * tiles_per_program + i) * BLOCK_ROWS + tl.arange(0, BLOCK_ROWS)).to(tl.int64)
+        rows = (pid * tiles_per_program + i) * BLOCK_ROWS + tl.arange(0, BLOCK_ROWS)
         row_mask = rows < n_rows
         mask = row_mask[:, None] & col_mask[None, :]
         x = tl.load(x_ptr + rows[:, None] * x_row_stride + cols[None, :], mask=mask, other=0.0).to(tl.float32)
@@ -55,11 +58,13 @@ def _rms_norm_bwd_kernel(dy_ptr, x_ptr, w_ptr, rstd_ptr, dx_ptr, dw_partial_ptr,
         dx = rstd[:, None] * (g - h * (tl.sum(g * h, axis=1) / n_cols)[:, None])
         tl.store(dx_ptr + rows[:, None] * dx_row_stride + cols[None, :], dx.to(dx_ptr.dtype.element_ty), mask=mask)
 
-        if CAST_BEFORE_WEIGHT:
-            h = h.to(x_ptr.dtype.element_ty).to(tl.float32)
-        dw_acc += tl.sum(dy * h, axis=0)
+        if WEIGHT_GRAD:
+            if CAST_BEFORE_WEIGHT:
+                h = h.to(x_ptr.dtype.element_ty).to(tl.float32)
+            dw_acc += tl.sum(dy * h, axis=0)
 
-    tl.store(dw_partial_ptr + pid * n_cols + cols, dw_acc, mask=col_mask)
+    if WEIGHT_GRAD:
+        tl.store(dw_partial_ptr + pid * n_cols + cols, dw_acc, mask=col_mask)
 
 
 def _tiling(n_cols: int):
@@ -76,23 +81,27 @@ def rms_norm_forward(x, weight, eps: float, offset: float, cast_before_weight: b
     rstd = torch.empty(n_rows, dtype=torch.float32, device=x.device)
     block_rows, block_cols, num_warps = _tiling(n_cols)
     grid = (triton.cdiv(n_rows, block_rows),)
-    _rms_norm_fwd_kernel[grid](x, weight, y, rstd, n_rows, n_cols, x.stride(0), y.stride(0), eps, offset,
-                               CAST_BEFORE_WEIGHT=cast_before_weight, BLOCK_ROWS=block_rows, BLOCK_COLS=block_cols,
-                               num_warps=num_warps)
+    with device_guard(x):
+        _rms_norm_fwd_kernel[grid](x, weight, y, rstd, n_rows, n_cols, x.stride(0), y.stride(0), eps, offset,
+                                   CAST_BEFORE_WEIGHT=cast_before_weight, BLOCK_ROWS=block_rows,
+                                   BLOCK_COLS=block_cols, num_warps=num_warps)
     return y, rstd
 
 
-def rms_norm_backward(dy, x, weight, rstd, offset: float, cast_before_weight: bool):
-    """dy[N, H], x[N, H] (unit column stride) -> (dx[N, H] in x's dtype, dweight[H] fp32)."""
+def rms_norm_backward(dy, x, weight, rstd, offset: float, cast_before_weight: bool, weight_grad: bool):
+    """dy[N, H], x[N, H] (unit column stride) -> (dx[N, H] in x's dtype, dweight[H] fp32, or None without
+    weight_grad)."""
     n_rows, n_cols = x.shape
     dx = torch.empty((n_rows, n_cols), dtype=x.dtype, device=x.device)
     block_rows, block_cols, num_warps = _tiling(n_cols)
     n_tiles = triton.cdiv(n_rows, block_rows)
     tiles_per_program = max(1, triton.cdiv(n_tiles, _MAX_BACKWARD_PROGRAMS))
     n_programs = triton.cdiv(n_tiles, tiles_per_program)
-    dw_partial = torch.empty((n_programs, n_cols), dtype=torch.float32, device=x.device)
-    _rms_norm_bwd_kernel[(n_programs,)](dy, x, weight, rstd, dx, dw_partial, n_rows, n_cols,
-                                        dy.stride(0), x.stride(0), dx.stride(0), offset, tiles_per_program,
-                                        CAST_BEFORE_WEIGHT=cast_before_weight, BLOCK_ROWS=block_rows,
-                                        BLOCK_COLS=block_cols, num_warps=num_warps)
-    return dx, dw_partial.sum(dim=0)
+    dw_partial = torch.empty((n_programs, n_cols), dtype=torch.float32, device=x.device) if weight_grad else None
+    with device_guard(x):
+        _rms_norm_bwd_kernel[(n_programs,)](dy, x, weight, rstd, dx, dx if dw_partial is None else dw_partial,
+                                            n_rows, n_cols, dy.stride(0), x.stride(0), dx.stride(0), offset,
+                                            tiles_per_program, CAST_BEFORE_WEIGHT=cast_before_weight,
+                                            WEIGHT_GRAD=weight_grad, BLOCK_ROWS=block_rows,
+                                            BLOCK_COLS=block_cols, num_warps=num_warps)
+    return dx, None if dw_partial is None else dw_partial.sum(dim=0)

@@ -187,3 +187,19 @@ def test_dispatch_follows_env_var(backend, monkeypatch):
     x, weight, dy = _inputs((3, 640), torch.float32, seed=8)
     _forward_backward(_ours(0.0), x, weight, dy)
     assert calls == [backend, backend]
+
+
+@pytest.mark.parametrize("backend, owner, name", [("triton", triton_norm, "rms_norm_backward"),
+                                                  ("torch", norm_mod, "torch_rms_norm_backward")])
+def test_frozen_weight_gets_no_gradient_work(backend, owner, name, monkeypatch):
+    """LoRA freezes the norms: the backward must skip the weight's reduction over rows, and x's gradient is the
+    same as with a trainable weight."""
+    monkeypatch.setenv("FASTFT_KERNEL_BACKEND", backend)
+    weight_grads = []
+    real = getattr(owner, name)
+    monkeypatch.setattr(owner, name, lambda *a: (lambda out: weight_grads.append(out[1]) or out)(real(*a)))
+    x, weight, dy = _inputs((3, 9, 640), torch.float32, seed=9)
+    trainable = _forward_backward(_ours(1.0), x, weight, dy)
+    frozen = _forward_backward(_ours(1.0), x, weight, dy, param=weight.detach().clone())
+    assert weight_grads[0] is not None and weight_grads[1] is None and frozen[2] is None
+    assert torch.equal(frozen[0], trainable[0]) and torch.equal(frozen[1], trainable[1])
