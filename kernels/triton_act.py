@@ -8,6 +8,7 @@ import triton
 import triton.language as tl
 
 from ._backend import interpreting
+from ._device import device_guard
 
 # Activation codes shared with activations.py (a constexpr picks the branch at compile time).
 SILU, GELU_TANH, GELU_ERF = 0, 1, 2
@@ -72,7 +73,8 @@ def gated_forward(gate: torch.Tensor, up: torch.Tensor, act: int) -> torch.Tenso
     """act(gate) * up for contiguous tensors of one shape and dtype."""
     h = torch.empty_like(gate, dtype=kernel_out_dtype(gate.dtype))
     n = gate.numel()
-    _gated_fwd_kernel[(triton.cdiv(n, _BLOCK),)](gate, up, h, n, ACT=act, BLOCK=_BLOCK)
+    with device_guard(gate):
+        _gated_fwd_kernel[(triton.cdiv(n, _BLOCK),)](gate, up, h, n, ACT=act, BLOCK=_BLOCK)
     return h.to(gate.dtype)
 
 
@@ -80,7 +82,8 @@ def gated_backward(dh, gate, up, act: int, dg: torch.Tensor, du: torch.Tensor):
     """Writes d(gate) into dg and d(up) into du (contiguous; they may be dh, gate or up themselves)."""
     n = gate.numel()
     outs = [t if kernel_out_dtype(t.dtype) == t.dtype else torch.empty_like(t, dtype=torch.float32) for t in (dg, du)]
-    _gated_bwd_kernel[(triton.cdiv(n, _BLOCK),)](dh, gate, up, *outs, n, ACT=act, BLOCK=_BLOCK)
+    with device_guard(gate):
+        _gated_bwd_kernel[(triton.cdiv(n, _BLOCK),)](dh, gate, up, *outs, n, ACT=act, BLOCK=_BLOCK)
     for target, out in zip((dg, du), outs):
         if out is not target:
             target.copy_(out)

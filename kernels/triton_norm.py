@@ -9,6 +9,9 @@ from ._device import device_guard
 
 _MAX_TILE = 8192  # elements (rows x padded hidden size) one program holds at a time
 _MAX_ROWS_PER_TILE = 16
+# The backward holds x, dy and the weight-gradient row per thread: at 16 warps ptxas caps it at 64 registers and
+# spills (bf16 H=2048 on sm_86, compiled by tests/kernels/gpu_compile.py); 8 warps give each thread room.
+_FWD_MAX_WARPS, _BWD_MAX_WARPS = 16, 8
 # Fixed, not the GPU's SM count, so the weight-gradient summation order depends on the shape alone.
 _MAX_BACKWARD_PROGRAMS = 256
 
@@ -67,10 +70,10 @@ def _rms_norm_bwd_kernel(dy_ptr, x_ptr, w_ptr, rstd_ptr, dx_ptr, dw_partial_ptr,
         tl.store(dw_partial_ptr + pid * n_cols + cols, dw_acc, mask=col_mask)
 
 
-def _tiling(n_cols: int):
+def _tiling(n_cols: int, max_warps: int):
     block_cols = triton.next_power_of_2(n_cols)
     block_rows = max(1, min(_MAX_ROWS_PER_TILE, _MAX_TILE // block_cols))
-    num_warps = min(16, max(1, block_rows * block_cols // 512))
+    num_warps = min(max_warps, max(1, block_rows * block_cols // 512))
     return block_rows, block_cols, num_warps
 
 
@@ -79,7 +82,7 @@ def rms_norm_forward(x, weight, eps: float, offset: float, cast_before_weight: b
     n_rows, n_cols = x.shape
     y = torch.empty((n_rows, n_cols), dtype=out_dtype, device=x.device)
     rstd = torch.empty(n_rows, dtype=torch.float32, device=x.device)
-    block_rows, block_cols, num_warps = _tiling(n_cols)
+    block_rows, block_cols, num_warps = _tiling(n_cols, _FWD_MAX_WARPS)
     grid = (triton.cdiv(n_rows, block_rows),)
     with device_guard(x):
         _rms_norm_fwd_kernel[grid](x, weight, y, rstd, n_rows, n_cols, x.stride(0), y.stride(0), eps, offset,
@@ -93,7 +96,7 @@ def rms_norm_backward(dy, x, weight, rstd, offset: float, cast_before_weight: bo
     weight_grad)."""
     n_rows, n_cols = x.shape
     dx = torch.empty((n_rows, n_cols), dtype=x.dtype, device=x.device)
-    block_rows, block_cols, num_warps = _tiling(n_cols)
+    block_rows, block_cols, num_warps = _tiling(n_cols, _BWD_MAX_WARPS)
     n_tiles = triton.cdiv(n_rows, block_rows)
     tiles_per_program = max(1, triton.cdiv(n_tiles, _MAX_BACKWARD_PROGRAMS))
     n_programs = triton.cdiv(n_tiles, tiles_per_program)

@@ -7,6 +7,8 @@ import torch
 import triton
 import triton.language as tl
 
+from ._device import device_guard
+
 _MAX_TILE = 4096  # elements (heads x half head dim) one program holds at a time
 
 
@@ -51,8 +53,9 @@ def rope_rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, out_dtype
     block_half = triton.next_power_of_2(half)
     block_heads = min(triton.next_power_of_2(n_heads), max(1, _MAX_TILE // block_half))
     num_warps = min(8, max(1, block_heads * block_half // 256))
-    _rope_kernel[(batch * seq_len,)](x, cos, sin, out, n_heads, seq_len, half,
-                                     *x.stride(), *out.stride(), *cos.stride(), *sin.stride(),
-                                     ADJOINT=adjoint, BLOCK_HEADS=block_heads, BLOCK_HALF=block_half,
-                                     num_warps=num_warps)
+    with device_guard(x):
+        _rope_kernel[(batch * seq_len,)](x, cos, sin, out, n_heads, seq_len, half,
+                                         *x.stride(), *out.stride(), *cos.stride(), *sin.stride(),
+                                         ADJOINT=adjoint, BLOCK_HEADS=block_heads, BLOCK_HALF=block_half,
+                                         num_warps=num_warps)
     return out
