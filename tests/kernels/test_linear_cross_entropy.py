@@ -4,7 +4,9 @@ import importlib
 
 import pytest
 import torch
+import torch.nn.functional as F
 
+from tests.kernels.numerics import assert_as_accurate_as
 from tests.kernels.test_cross_entropy import (IGNORE, SOFTCAP, assert_all_close, loss_and_grads, make_labels,
                                               reference_loss, run_backend, spy_on_row_kernels)
 
@@ -27,6 +29,15 @@ def _reference(labels, reduction, softcap):
         logits = logits if bias is None else logits + bias.float()
         return reference_loss(logits, labels, reduction, softcap)
     return ref
+
+
+def _exact(labels, softcap):
+    """The reference in fp64 throughout."""
+    def exact(hidden, weight):
+        logits = hidden @ weight.T
+        logits = logits if softcap is None else softcap * torch.tanh(logits / softcap)
+        return F.cross_entropy(logits, labels, ignore_index=IGNORE)
+    return exact
 
 
 def _ours(labels, reduction, softcap, chunk_size):
@@ -68,12 +79,17 @@ def test_half_precision(monkeypatch, backend, dtype):
 
 @pytest.mark.parametrize("softcap", [None, 30.0])
 def test_gemma_sized_vocab_triton(monkeypatch, softcap):
+    """grad_hidden sums 262,144 rows of the head in fp32: PyTorch's own fp32 result is ~1e-5 from the fp64 one
+    (1.0e-5 to 1.8e-5 over seeds 13-15), in an order that moves with the BLAS build. So fastft and PyTorch fp32 are
+    each held against fp64, fastft to fp32 tolerance or twice PyTorch's error (measured: at most 1.23x)."""
     hidden, weight, _, _ = _head(4, 8, 262_144, torch.float32, seed=13, bias=False)
     labels = torch.tensor([3, IGNORE, 262_143, 100_000])
     inputs = [hidden, weight]
     ref = loss_and_grads(_reference(labels, "mean", softcap), inputs)
+    exact = loss_and_grads(_exact(labels, softcap), [t.detach().double().requires_grad_() for t in inputs])
     ours = run_backend(monkeypatch, "triton", _ours(labels, "mean", softcap, chunk_size=2), inputs)
-    assert_all_close(ours, ref, torch.float32, NAMES[:3])
+    for out, ref_out, exact_out, name in zip(ours, ref, exact, NAMES[:3], strict=True):
+        assert_as_accurate_as(out, ref_out, exact_out, name)
 
 
 @pytest.mark.parametrize("backend", ["torch", "triton"])
