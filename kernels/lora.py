@@ -5,10 +5,21 @@ The base weight W is frozen (no gradient) and may be a bitsandbytes 4-bit parame
 in forward and again in backward, never kept alive in between. Saved for backward: x, xa = drop(x) @ A.T
 ([tokens, r]) and an integer dropout seed -- not the output, not the mask.
 
+Precision follows PEFT + bitsandbytes: everything computes in the active autocast dtype of x's device type, else
+in a 4-bit weight's dtype (bitsandbytes computes in it, whatever the activations are), else in x.dtype. The result
+has the dtype PEFT's layer returns: the compute dtype for a dense weight (F.linear under autocast), x.dtype for a
+4-bit one (bitsandbytes casts back to its input's dtype). Gradients take their inputs' dtypes.
+
+The base products go to torch (cuBLAS); the low-rank path goes to a backend -- the Triton kernels of triton_lora
+or their PyTorch twins here -- as three operations: skinny (scale * drop(x) @ p), lowrank_add_
+(out += scale * drop(l @ u), used only with dropout) and tn (scale * u.T @ drop(v), accumulated in fp32).
+
 Dropout regenerates its mask from an integer seed wherever it is needed (the Triton kernels hash
 (seed, element index); the PyTorch path seeds torch's generator). The seed comes from torch's default
 generator, so torch.manual_seed makes runs repeat.
 """
+from collections import namedtuple
+
 import torch
 
 from . import triton_lora
@@ -17,6 +28,7 @@ from .activations import gated_act_backward, gated_act_forward
 from .triton_act import GELU_TANH, SILU
 
 _MLP_ACTIVATIONS = {"swiglu": SILU, "geglu": GELU_TANH}
+LowRankOps = namedtuple("LowRankOps", "skinny lowrank_add_ tn")
 
 
 def draw_dropout_seed() -> int:
@@ -35,36 +47,67 @@ def torch_keep_mask(seed: int, p: float, shape, device) -> torch.Tensor:
     return torch.rand(shape, generator=generator, device=device) >= p
 
 
-def _torch_lora_forward(x, weight, lora_a, lora_b, scaling: float, bias, dropout_p: float, seed: int):
-    """PyTorch twin of triton_lora.lora_forward: (y, xa) for 2-D contiguous x, dense weight in x.dtype."""
-    y = x @ weight.T if bias is None else torch.addmm(bias.to(x.dtype), x, weight.T)
-    dropped = x * torch_keep_mask(seed, dropout_p, x.shape, x.device) if dropout_p else x
-    xa = dropped @ lora_a.to(x.dtype).T
+def _torch_skinny(x, p, scale: float, dropout_p: float = 0.0, seed: int = 0) -> torch.Tensor:
+    """PyTorch twin of triton_lora.skinny."""
     if dropout_p:
-        xa.mul_(1.0 / (1.0 - dropout_p))
-    return y.addmm_(xa, lora_b.to(x.dtype).T, alpha=scaling), xa
+        x = x * torch_keep_mask(seed, dropout_p, x.shape, x.device)
+    return (x @ p).mul_(scale)
 
 
-def _torch_lora_backward(dy, x, xa, weight, lora_a, lora_b, scaling: float, dropout_p: float, seed: int, need_dx: bool):
-    """PyTorch twin of triton_lora.lora_backward: (dx or None, dA, dB)."""
-    keep_scale = 1.0 / (1.0 - dropout_p)
-    a = lora_a.to(dy.dtype)
-    dxa = (dy @ lora_b.to(dy.dtype)).mul_(scaling)
-    dx = dy @ weight if need_dx else None
-    keep = torch_keep_mask(seed, dropout_p, x.shape, x.device) if dropout_p else None
-    d_a = (dxa.T @ (x if keep is None else x * keep)).float()
-    if dx is not None:
-        low = dxa @ a
-        dx.add_(low if keep is None else low.mul_(keep), alpha=keep_scale)
-    d_b = (dy.T @ xa).float().mul_(scaling)
-    return dx, d_a.mul_(keep_scale).to(lora_a.dtype), d_b.to(lora_b.dtype)
+def _torch_lowrank_add_(out, low_l, low_u, scale: float, dropout_p: float = 0.0, seed: int = 0) -> torch.Tensor:
+    """PyTorch twin of triton_lora.lowrank_add_."""
+    low = low_l @ low_u
+    if dropout_p:
+        low.mul_(torch_keep_mask(seed, dropout_p, out.shape, out.device))
+    return out.add_(low, alpha=scale)
 
 
-def _lora_impl(*tensors):
-    """(forward, backward) pair of one backend, chosen once per forward so backward matches it."""
+def _torch_tn(u, v, scale: float, out_dtype, dropout_p: float = 0.0, seed: int = 0) -> torch.Tensor:
+    """PyTorch twin of triton_lora.tn_matmul."""
+    if dropout_p:
+        v = v * torch_keep_mask(seed, dropout_p, v.shape, v.device)
+    return (u.T @ v).float().mul_(scale).to(out_dtype)
+
+
+def _low_rank_ops(*tensors) -> LowRankOps:
+    """The backend of the low-rank path, chosen once per forward so backward matches it."""
     if use_triton(*tensors):
-        return triton_lora.lora_forward, triton_lora.lora_backward
-    return _torch_lora_forward, _torch_lora_backward
+        return LowRankOps(triton_lora.skinny, triton_lora.lowrank_add_, triton_lora.tn_matmul)
+    return LowRankOps(_torch_skinny, _torch_lowrank_add_, _torch_tn)
+
+
+def _lora_forward(ops, x, weight, lora_a, lora_b, scaling: float, bias, dropout_p: float, seed: int):
+    """(y, xa) for 2-D contiguous x, with the dense weight, adapters and bias already in x.dtype."""
+    xa = ops.skinny(x, lora_a.T, 1.0 / (1.0 - dropout_p), dropout_p, seed)
+    y = x @ weight.T if bias is None else torch.addmm(bias, x, weight.T)
+    return y.addmm_(xa, lora_b.T, alpha=scaling), xa
+
+
+def _lora_backward(ops, dy, x, xa, weight, lora_a, lora_b, scaling: float, dropout_p: float, seed: int,
+                   need_dx: bool, grad_dtypes):
+    """(dx or None, dA, dB) for 2-D contiguous dy, all operands in dy.dtype; dA, dB in grad_dtypes."""
+    keep_scale = 1.0 / (1.0 - dropout_p)
+    dxa = ops.skinny(dy, lora_b, scaling)
+    dx = None
+    if need_dx:
+        dx = dy @ weight
+        if dropout_p:  # the mask on the low-rank term is what cuBLAS cannot fuse
+            ops.lowrank_add_(dx, dxa, lora_a, keep_scale, dropout_p, seed)
+        else:
+            dx.addmm_(dxa, lora_a)
+    d_a = ops.tn(dxa, x, keep_scale, grad_dtypes[0], dropout_p, seed)
+    d_b = ops.tn(dy, xa, scaling, grad_dtypes[1])
+    return dx, d_a, d_b
+
+
+def _dtypes(x: torch.Tensor, weight: torch.Tensor) -> tuple[torch.dtype, torch.dtype]:
+    """(compute dtype, result dtype) as PEFT's LoRA layer over this weight would have them (see the module doc)."""
+    quant_state = getattr(weight, "quant_state", None)
+    if torch.is_autocast_enabled(x.device.type):
+        compute = torch.get_autocast_dtype(x.device.type)
+    else:
+        compute = x.dtype if quant_state is None else quant_state.dtype
+    return compute, compute if quant_state is None else x.dtype
 
 
 def _dense_weight(weight: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -77,6 +120,16 @@ def _dense_weight(weight: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return bnb_functional.dequantize_4bit(weight.data, quant_state).to(dtype)
 
 
+def _operands(weight, lora_a, lora_b, dtype):
+    """The dense base weight and both adapters in the compute dtype (the adapters are small: a cast costs little)."""
+    return _dense_weight(weight, dtype), lora_a.to(dtype), lora_b.to(dtype)
+
+
+def _flat(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """t as a contiguous [rows, features] matrix in dtype."""
+    return t.reshape(-1, t.shape[-1]).to(dtype).contiguous()
+
+
 def _check_frozen(weight: torch.Tensor):
     if weight.requires_grad and torch.is_grad_enabled():
         raise ValueError("the LoRA base weight must be frozen (requires_grad=False): these kernels give it no gradient")
@@ -85,33 +138,40 @@ def _check_frozen(weight: torch.Tensor):
 class _LoRALinear(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, lora_a, lora_b, scaling, bias, dropout_p):
-        x2 = x.reshape(-1, x.shape[-1]).contiguous()
+        compute, result = _dtypes(x, weight)
         seed = draw_dropout_seed() if dropout_p > 0 else 0
-        forward, ctx.backward_impl = _lora_impl(x2, lora_a)
-        y, xa = forward(x2, _dense_weight(weight, x.dtype), lora_a, lora_b, scaling, bias, dropout_p, seed)
+        x2 = x.reshape(-1, x.shape[-1]).contiguous()
+        ctx.ops = _low_rank_ops(x2, lora_a)
+        with torch.autocast(x.device.type, enabled=False):  # dtypes are explicit from here on
+            y, xa = _lora_forward(
+                ctx.ops, x2.to(compute), *_operands(weight, lora_a, lora_b, compute), scaling,
+                None if bias is None else bias.to(compute), dropout_p, seed,
+            )
         ctx.save_for_backward(x2, xa, weight, lora_a, lora_b)
-        ctx.hyper = (scaling, dropout_p, seed)
-        ctx.x_shape, ctx.bias_dtype = x.shape, None if bias is None else bias.dtype
-        return y.view(*x.shape[:-1], y.shape[-1])
+        ctx.hyper = (scaling, dropout_p, seed, compute)
+        ctx.x_shape, ctx.x_dtype, ctx.bias_dtype = x.shape, x.dtype, None if bias is None else bias.dtype
+        return y.to(result).view(*x.shape[:-1], y.shape[-1])
 
     @staticmethod
     def backward(ctx, dy):
         x2, xa, weight, lora_a, lora_b = ctx.saved_tensors
-        scaling, dropout_p, seed = ctx.hyper
-        dy2 = dy.reshape(-1, dy.shape[-1]).contiguous()
-        dx, d_a, d_b = ctx.backward_impl(
-            dy2, x2, xa, _dense_weight(weight, dy2.dtype), lora_a, lora_b, scaling, dropout_p, seed,
-            ctx.needs_input_grad[0],
-        )
-        d_bias = dy2.sum(0, dtype=torch.float32).to(ctx.bias_dtype) if ctx.needs_input_grad[5] else None
-        return None if dx is None else dx.view(ctx.x_shape), None, d_a, d_b, None, d_bias, None
+        scaling, dropout_p, seed, compute = ctx.hyper
+        with torch.autocast(dy.device.type, enabled=False):
+            dy2 = _flat(dy, compute)
+            dx, d_a, d_b = _lora_backward(
+                ctx.ops, dy2, x2.to(compute), xa, *_operands(weight, lora_a, lora_b, compute), scaling, dropout_p, seed,
+                ctx.needs_input_grad[0], (lora_a.dtype, lora_b.dtype),
+            )
+            d_bias = dy2.sum(0, dtype=torch.float32).to(ctx.bias_dtype) if ctx.needs_input_grad[5] else None
+        dx = None if dx is None else dx.to(ctx.x_dtype).view(ctx.x_shape)
+        return dx, None, d_a, d_b, None, d_bias, None
 
 
 def lora_linear(x, weight, lora_a, lora_b, scaling, bias=None, dropout_p=0.0):
     """x @ weight.T + bias + scaling * (dropout(x) @ lora_a.T) @ lora_b.T, differentiable in x, lora_a, lora_b, bias.
 
     x[..., in]; weight[out, in] (frozen, dense or bitsandbytes Params4bit); lora_a[r, in]; lora_b[out, r].
-    Computes in x.dtype. dropout_p applies to the LoRA branch only (pass 0 in eval mode).
+    Computes and returns the dtypes described in the module doc (x.dtype without autocast). dropout_p applies to the LoRA branch only (pass 0 in eval mode).
     """
     _check_frozen(weight)
     if not 0.0 <= dropout_p < 1.0:
@@ -124,20 +184,22 @@ class _LoRAMLP(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, act, gate_w, gate_a, gate_b, gate_s, up_w, up_a, up_b, up_s, down_w, down_a, down_b, down_s):
+        compute, result = _dtypes(x, gate_w)
         x2 = x.reshape(-1, x.shape[-1]).contiguous()
-        forward, ctx.backward_impl = _lora_impl(x2, gate_a)
+        ops = ctx.ops = _low_rank_ops(x2, gate_a)
 
         def project(inp, weight, lora_a, lora_b, scaling):
-            return forward(inp, _dense_weight(weight, x.dtype), lora_a, lora_b, scaling, None, 0.0, 0)
+            return _lora_forward(ops, inp, *_operands(weight, lora_a, lora_b, compute), scaling, None, 0.0, 0)
 
-        gate, xa_gate = project(x2, gate_w, gate_a, gate_b, gate_s)
-        up, xa_up = project(x2, up_w, up_a, up_b, up_s)
-        y, xa_down = project(gated_act_forward(gate, up, act), down_w, down_a, down_b, down_s)
+        with torch.autocast(x.device.type, enabled=False):
+            gate, xa_gate = project(x2.to(compute), gate_w, gate_a, gate_b, gate_s)
+            up, xa_up = project(x2.to(compute), up_w, up_a, up_b, up_s)
+            y, xa_down = project(gated_act_forward(gate, up, act), down_w, down_a, down_b, down_s)
         ctx.save_for_backward(
             x2, gate, up, xa_gate, xa_up, xa_down, gate_w, gate_a, gate_b, up_w, up_a, up_b, down_w, down_a, down_b
         )
-        ctx.act, ctx.scalings, ctx.x_shape = act, (gate_s, up_s, down_s), x.shape
-        return y.view(*x.shape[:-1], y.shape[-1])
+        ctx.act, ctx.scalings, ctx.compute, ctx.x_shape, ctx.x_dtype = act, (gate_s, up_s, down_s), compute, x.shape, x.dtype
+        return y.to(result).view(*x.shape[:-1], y.shape[-1])
 
     @staticmethod
     def backward(ctx, dy):
@@ -145,23 +207,24 @@ class _LoRAMLP(torch.autograd.Function):
             ctx.saved_tensors
         )
         gate_s, up_s, down_s = ctx.scalings
+        compute, need_dx = ctx.compute, ctx.needs_input_grad[0]
 
         def project_back(grad, inp, xa, weight, lora_a, lora_b, scaling, need_dx):
-            return ctx.backward_impl(
-                grad, inp, xa, _dense_weight(weight, grad.dtype), lora_a, lora_b, scaling, 0.0, 0, need_dx
+            return _lora_backward(
+                ctx.ops, grad, inp, xa, *_operands(weight, lora_a, lora_b, compute), scaling, 0.0, 0, need_dx,
+                (lora_a.dtype, lora_b.dtype),
             )
 
-        hidden = gated_act_forward(gate, up, ctx.act)
-        dh, d_down_a, d_down_b = project_back(
-            dy.reshape(-1, dy.shape[-1]).contiguous(), hidden, xa_down, down_w, down_a, down_b, down_s, True
-        )
-        # hidden and dh are dead once read: the activation backward writes d(gate), d(up) over them.
-        d_gate, d_up = gated_act_backward(dh, gate, up, ctx.act, dg=hidden, du=dh)
-        need_dx = ctx.needs_input_grad[0]
-        dx, d_gate_a, d_gate_b = project_back(d_gate, x2, xa_gate, gate_w, gate_a, gate_b, gate_s, need_dx)
-        dx_up, d_up_a, d_up_b = project_back(d_up, x2, xa_up, up_w, up_a, up_b, up_s, need_dx)
+        with torch.autocast(dy.device.type, enabled=False):
+            hidden = gated_act_forward(gate, up, ctx.act)
+            dh, d_down_a, d_down_b = project_back(_flat(dy, compute), hidden, xa_down, down_w, down_a, down_b, down_s, True)
+            # hidden and dh are dead once read: the activation backward writes d(gate), d(up) over them.
+            d_gate, d_up = gated_act_backward(dh, gate, up, ctx.act, dg=hidden, du=dh)
+            x2 = x2.to(compute)
+            dx, d_gate_a, d_gate_b = project_back(d_gate, x2, xa_gate, gate_w, gate_a, gate_b, gate_s, need_dx)
+            dx_up, d_up_a, d_up_b = project_back(d_up, x2, xa_up, up_w, up_a, up_b, up_s, need_dx)
         if dx is not None:
-            dx = dx.add_(dx_up).view(ctx.x_shape)
+            dx = dx.add_(dx_up).to(ctx.x_dtype).view(ctx.x_shape)
         return (dx, None, None, d_gate_a, d_gate_b, None, None, d_up_a, d_up_b, None, None, d_down_a, d_down_b, None)
 
 

@@ -184,19 +184,22 @@ def test_saves_no_output_or_dense_weight(quantized, triton_backend):
 
 
 def test_dispatch(monkeypatch):
+    """Each backend runs all of the low-rank path (the mask-fused dx update only with dropout), torch the base."""
     calls = []
-    for module, name in ((triton_lora, "lora_forward"), (triton_lora, "lora_backward"),
-                         (lora, "_torch_lora_forward"), (lora, "_torch_lora_backward")):
-        original = getattr(module, name)
-        monkeypatch.setattr(module, name, lambda *args, _f=original, _n=name: calls.append(_n) or _f(*args))
+    ops = {"triton": (triton_lora, ("skinny", "lowrank_add_", "tn_matmul")),
+           "torch": (lora, ("_torch_skinny", "_torch_lowrank_add_", "_torch_tn"))}
+    for module, names in ops.values():
+        for name in names:
+            original = getattr(module, name)
+            monkeypatch.setattr(module, name, lambda *args, _f=original, _n=name: calls.append(_n) or _f(*args))
     x = torch.randn(3, IN, requires_grad=True)
     w, a, b = torch.randn(OUT, IN), torch.randn(RANK, IN), torch.randn(OUT, RANK, requires_grad=True)
-    for backend, expected in (("triton", ["lora_forward", "lora_backward"]),
-                              ("torch", ["_torch_lora_forward", "_torch_lora_backward"])):
+    for backend, (_, (skinny, lowrank_add, tn)) in ops.items():
         monkeypatch.setenv("FASTFT_KERNEL_BACKEND", backend)
-        calls.clear()
-        lora.lora_linear(x, w, a, b, 0.5).sum().backward()
-        assert calls == expected
+        for dropout_p, expected in ((0.0, [skinny, skinny, tn, tn]), (0.1, [skinny, skinny, lowrank_add, tn, tn])):
+            calls.clear()
+            lora.lora_linear(x, w, a, b, 0.5, dropout_p=dropout_p).sum().backward()
+            assert calls == expected
 
 
 def test_rejects_trainable_base_weight_and_bad_dropout():

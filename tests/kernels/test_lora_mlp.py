@@ -111,11 +111,10 @@ def test_dispatch(monkeypatch):
     mlp = peft_mlp("swiglu")
     x, dy, ab = _inputs(mlp, torch.float32)
     calls = []
-    for module, name in ((triton_lora, "lora_forward"), (triton_act, "gated_forward"),
-                         (lora, "_torch_lora_forward")):
+    for module, name in ((triton_lora, "skinny"), (triton_act, "gated_forward"), (lora, "_torch_skinny")):
         original = getattr(module, name)
         monkeypatch.setattr(module, name, lambda *args, _f=original, _n=name: calls.append(_n) or _f(*args))
-    for backend, expected in (("triton", {"lora_forward", "gated_forward"}), ("torch", {"_torch_lora_forward"})):
+    for backend, expected in (("triton", {"skinny", "gated_forward"}), ("torch", {"_torch_skinny"})):
         monkeypatch.setenv("FASTFT_KERNEL_BACKEND", backend)
         calls.clear()
         out = forward_backward(_ours(mlp, "swiglu"), [x, *ab], dy)
