@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tests.kernels.numerics import assert_as_accurate_as
+from tests.kernels.numerics import assert_as_accurate_as, assert_rel_close
 from tests.kernels.test_cross_entropy import (IGNORE, SOFTCAP, assert_all_close, loss_and_grads, make_labels,
                                               reference_loss, run_backend, spy_on_row_kernels)
 
@@ -151,6 +151,27 @@ def test_chunk_bounds_are_set_by_shape():
     assert all(a[1] == b[0] for a, b in zip(bounds, bounds[1:]))
     assert max(e - s for s, e in bounds) * vocab <= ce_mod.CHUNK_ELEMENTS
     assert ce_mod.chunk_bounds(0, vocab) == []
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_gpu_chunks_hold_at_least_512_rows_within_the_stated_bytes(dtype):
+    """On CUDA each chunk re-reads the head: at Gemma's vocabulary a chunk is >= 512 rows and its logits stay
+    within GPU_CHUNK_BYTES; CPU tensors keep the CPU default (None: CHUNK_ELEMENTS)."""
+    for vocab in (128_256, 262_144):
+        rows = lce_mod.default_chunk_rows(vocab, dtype, torch.device("cuda", 1))
+        assert rows >= 512 and rows * vocab * dtype.itemsize <= lce_mod.GPU_CHUNK_BYTES
+    assert lce_mod.default_chunk_rows(262_144, dtype, torch.device("cpu")) is None
+
+
+def test_weight_gradient_accumulates_half_operands_in_fp32():
+    """The fp32 accumulator takes bf16 operands (the autocast case) and adds their exact product to what it holds."""
+    gen = torch.Generator().manual_seed(20)
+    acc = torch.randn(97, 8, generator=gen)
+    a, b = (torch.randn(shape, generator=gen).to(torch.bfloat16) for shape in ((97, 5), (5, 8)))
+    expected = acc.double() + a.double() @ b.double()
+    lce_mod._add_matmul_(acc, a, b)
+    assert acc.dtype == torch.float32
+    assert_rel_close(acc, expected)
 
 
 def test_rejects_bad_arguments():
