@@ -1,4 +1,4 @@
-"""The `fastft` command line."""
+"""The `fastft` command line: click parsing only; fastft.commands does the work."""
 import sys
 from pathlib import Path
 
@@ -6,9 +6,8 @@ import click
 from rich.console import Console
 from rich.text import Text
 
-from .config.loader import load_recipe
 from .errors import FastftError
-from .training.distributed import leave_together
+from .runtime.distributed import leave_together
 
 DEBUG_OVERRIDES = (
     "dataset.max_train_samples=50",
@@ -67,8 +66,9 @@ def main():
 @_set_option
 def validate(recipe, sets):
     """Check a recipe (inheritance, overrides, schema) without loading a model."""
-    loaded = load_recipe(recipe, sets)
-    click.echo(f"{recipe}: ok (experiment {loaded.experiment}, model {loaded.model.name})")
+    from .commands.validate import validate as check
+
+    click.echo(check(recipe, sets))
 
 
 @main.command()
@@ -77,9 +77,9 @@ def validate(recipe, sets):
 @click.option("-n", "count", type=click.IntRange(min=0), default=3, show_default=True, help="how many training examples to show")
 def preview(recipe, sets, count):
     """Show training examples as the model sees them (trained tokens highlighted) and the data statistics, without loading model weights."""
-    from .data.preview import preview as show_preview
+    from .commands.preview import preview as show_preview
 
-    show_preview(load_recipe(recipe, sets), recipe, count, Console(highlight=False))
+    show_preview(recipe, sets, count, Console(highlight=False))
 
 
 @main.command()
@@ -92,17 +92,12 @@ def preview(recipe, sets, count):
 @click.option("--overwrite", is_flag=True, help="delete the output folder's earlier run and start over")
 def run(recipe, sets, use_qlora, instruction_augmentation, debug, resume, overwrite):
     """Fine-tune a model as the RECIPE says."""
-    from .runlog import RunLog
-    from .training.run import run as run_recipe
+    from .commands.run import run_command
 
     if resume and overwrite:
         raise FastftError("--resume and --overwrite contradict each other", hint="pass one of them")
-    loaded = load_recipe(recipe, recipe_overrides(sets, use_qlora, instruction_augmentation, debug))
-    log = RunLog(loaded.output.logs_dir, loaded.experiment, Console(stderr=True))
-    try:
-        run_recipe(loaded, recipe, log, mode="resume" if resume else "overwrite" if overwrite else "new")
-    finally:
-        log.close()
+    run_command(recipe, recipe_overrides(sets, use_qlora, instruction_augmentation, debug),
+                "resume" if resume else "overwrite" if overwrite else "new", Console(stderr=True))
 
 
 @main.command()
@@ -114,7 +109,7 @@ def run(recipe, sets, use_qlora, instruction_augmentation, debug, resume, overwr
 def sweep(recipe, grids, sets, debug):
     """Train every combination of the --grid values in turn, each in its own run folder under
     <output.dir>/<experiment>-sweep/, and compare them in sweep.md and sweep.png. Rerun to resume a stopped sweep."""
-    from .sweep import run_sweep
+    from .commands.sweep import run_sweep
 
     table = run_sweep(recipe, grids, recipe_overrides(sets, None, False, debug), Console(stderr=True))
     click.echo(f"sweep table: {table}")
@@ -127,20 +122,9 @@ def sweep(recipe, grids, sets, debug):
 @click.option("--base", default=None, help="base model (default: the one in adapter_config.json)")
 def merge(adapter, out, dtype, base):
     """Merge a LoRA/QLoRA adapter into its base and save safetensors that AutoModelForCausalLM loads."""
-    from .export import merge_adapter
+    from .commands.merge import merge_adapter
 
     click.echo(f"merged model saved to {merge_adapter(adapter, out, dtype, base)}")
-
-
-def check_model_choice(adapter, zero_shot) -> None:
-    if bool(adapter) == zero_shot:
-        raise FastftError("pass exactly one of --adapter DIR and --zero-shot", hint="e.g. --adapter outputs/<experiment>/final_model")
-
-
-def results_dir(recipe, adapter) -> Path:
-    """The run folder of the adapter; zero-shot results sit beside the run's folder, not in it, so producing
-    them first never blocks `fastft run`."""
-    return Path(adapter).parent if adapter else Path(recipe.output.dir) / f"{recipe.experiment}-zero-shot"
 
 
 @main.command(name="eval")
@@ -151,13 +135,9 @@ def results_dir(recipe, adapter) -> Path:
 @click.option("--out", type=click.Path(path_type=Path), help="folder for predictions.csv and metrics.json")
 def evaluate_command(recipe, sets, adapter, zero_shot, out):
     """Generate on the eval split with the training template and score it (ROUGE, QA EM/F1 or SWC accuracy)."""
-    from .evaluation.evaluate import evaluate
-    from .progress import progress
+    from .commands.eval import eval_command
 
-    check_model_choice(adapter, zero_shot)
-    loaded = load_recipe(recipe, sets)
-    out = out or (Path(adapter).parent / "eval" if adapter else results_dir(loaded, adapter))
-    metrics = evaluate(loaded, recipe, adapter, out, progress, _err.print)
+    metrics, out = eval_command(recipe, sets, adapter, zero_shot, out, _err.print)
     for key, value in metrics.items():
         click.echo(f"{key:22s} {value:.4f}" if isinstance(value, float) else f"{key:22s} {value}")
     click.echo(f"predictions and metrics written to {out}")
@@ -173,15 +153,10 @@ def evaluate_command(recipe, sets, adapter, zero_shot, out):
 @click.option("--output", type=click.Path(path_type=Path), help="CSV to write (default: predictions/<input name>.csv in the run folder)")
 def generate(recipe, sets, adapter, zero_shot, input_file, output):
     """Generate an answer for every input row with the training template and write id,prediction[,reference] CSV."""
-    from .evaluation.predict import input_examples, predict, references, write_predictions
-    from .progress import progress
+    from .commands.generate import generate as write_generations
 
-    check_model_choice(adapter, zero_shot)
-    loaded = load_recipe(recipe, sets)
-    rows = input_examples(loaded, recipe, input_file)
-    output = output or results_dir(loaded, adapter) / "predictions" / f"{Path(input_file or loaded.dataset.eval).stem}.csv"
-    write_predictions(output, rows, predict(loaded, adapter, rows, progress, _err.print), references(rows))
-    click.echo(f"{len(rows)} predictions written to {output}")
+    count, output = write_generations(recipe, sets, adapter, zero_shot, input_file, output, _err.print)
+    click.echo(f"{count} predictions written to {output}")
 
 
 @main.command()
@@ -191,14 +166,9 @@ def generate(recipe, sets, adapter, zero_shot, input_file, output):
 def chat(recipe, sets, adapter):
     """Talk to a fine-tuned model: one user turn per line on stdin (\\n for a line break), replies on stdout.
     RECIPE defaults to the one the run saved beside the adapter. /reset clears the history; /exit or end of input stops."""
-    from .evaluation.chat import chat_loop, open_conversation, saved_recipe
-    from .export import read_adapter_config
+    from .commands.chat import chat as talk
 
-    read_adapter_config(Path(adapter))  # a clear message for a wrong folder before looking beside it for a recipe
-    loaded = load_recipe(recipe or saved_recipe(adapter), sets)
-    conversation = open_conversation(loaded, adapter, _err.print)
-    _err.print("chat: type a message; /reset clears the history, /exit ends")
-    chat_loop(conversation, click.get_text_stream("stdin"), click.echo, _err.print)
+    talk(recipe, sets, adapter, click.get_text_stream("stdin"), click.echo, _err.print)
 
 
 if __name__ == "__main__":

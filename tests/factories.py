@@ -64,8 +64,9 @@ def fastft_trainer(recipe, out_dir: Path, dataset=None):
 
     from fastft.data.collator import PadCollator
     from fastft.data.pipeline import build_splits
-    from fastft.models.build import build_model, prepare_tokenizer, resolve_recipe
+    from fastft.models.build import prepare_tokenizer, resolve_recipe
     from fastft.training.args import sft_config
+    from fastft.training.build import build_model
     from fastft.training.trainer import FastftTrainer
 
     quiet = lambda *_: None  # noqa: E731

@@ -66,7 +66,7 @@ def test_packed_loss_equals_unpacked_loss(tokenizer, records, attn):
 
 
 def test_fastft_loss_on_packed_rows_equals_unpacked(tokenizer, records):
-    from fastft.training.loss import prompt_masked_loss
+    from fastft.patching.loss import prompt_masked_loss
 
     model = tiny_llama(tokenizer, "sdpa")
     collate = PadCollator(tokenizer.convert_tokens_to_ids("<|finetune_right_pad_id|>"))

@@ -6,9 +6,9 @@ import transformers
 from click.testing import CliRunner
 
 from fastft.cli import main
-from fastft.data.encode import EncodeStats, Encoder
+from fastft.commands.preview import MASKED_STYLE, TRAINED_STYLE, masked_text
+from fastft.data.encode import Encoder, EncodeStats
 from fastft.data.formats import Example, Turn
-from fastft.data.preview import MASKED_STYLE, TRAINED_STYLE, masked_text
 from fastft.data.render import Renderer
 from tests.factories import REPO
 from tests.tokenizers import real_tokenizer

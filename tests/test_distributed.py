@@ -10,7 +10,7 @@ import torch.distributed
 from click.testing import CliRunner
 
 from fastft.cli import main
-from fastft.training.outputs import last_checkpoint
+from fastft.runtime.outputs import last_checkpoint
 from tests.factories import REPO, recipe_for
 
 pytestmark = pytest.mark.skipif(

@@ -9,11 +9,11 @@ from fastft.cli import main
 from fastft.config.loader import load_recipe
 from fastft.data.encode import IGNORE_INDEX
 from fastft.data.pipeline import build_encoder, build_splits
+from fastft.errors import FastftError
 from fastft.evaluation.chat import open_conversation
 from fastft.evaluation.generate import generate_texts, generation_prompts, load_for_inference
 from fastft.evaluation.predict import read_examples
-from fastft.errors import FastftError
-from fastft.training.outputs import RECIPE_FILE, recipe_yaml
+from fastft.runtime.outputs import RECIPE_FILE, recipe_yaml
 from tests.factories import SAMPLE_DEV, recipe_for
 
 quiet = lambda *_: None  # noqa: E731

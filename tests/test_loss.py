@@ -4,7 +4,7 @@ import torch
 from peft import LoraConfig, get_peft_model
 from transformers import GemmaConfig, GemmaForCausalLM, LlamaConfig, LlamaForCausalLM
 
-from fastft.training.loss import prompt_masked_loss
+from fastft.patching.loss import prompt_masked_loss
 from tests.kernels.numerics import assert_rel_close
 
 

@@ -1,12 +1,12 @@
-"""fastft.export.merge_adapter: the merged checkpoint behaves exactly like base + adapter."""
+"""fastft.commands.merge.merge_adapter: the merged checkpoint behaves exactly like base + adapter."""
 import shutil
 
 import pytest
 import torch
 import yaml
 
+from fastft.commands.merge import merge_adapter
 from fastft.errors import FastftError
-from fastft.export import merge_adapter
 from tests.factories import tiny_llama_checkpoint
 
 PROMPT = "#Person1#은 지하철에 두고 내린 남색 장우산을 찾으러 유실물 센터에 온다."

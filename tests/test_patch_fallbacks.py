@@ -4,8 +4,11 @@ import torch
 from torch import nn
 
 from fastft.config.schema import KernelsSection
-from fastft.patching import apply_kernels, lora as patch_lora_module, mlp as patch_mlp_module, rope as patch_rope_module
-from fastft.training.loss import prompt_masked_loss
+from fastft.patching import apply_kernels
+from fastft.patching import lora as patch_lora_module
+from fastft.patching import mlp as patch_mlp_module
+from fastft.patching import rope as patch_rope_module
+from fastft.patching.loss import prompt_masked_loss
 from tests.kernels.numerics import assert_rel_close
 from tests.test_patch_models import prompt_masked_batch, tiny_base, tiny_config, tiny_peft, with_lora
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from fastft.patching import apply_kernels
-from fastft.training.loss import prompt_masked_loss
+from fastft.patching.loss import prompt_masked_loss
 from tests.kernels.numerics import assert_rel_close
 from tests.test_patch_models import FAMILIES, lora_grads, prompt_masked_batch, tiny_base, tiny_peft, with_lora
 

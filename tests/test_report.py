@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from fastft.cli import main
-from fastft.report import loss_curves, write_report
+from fastft.commands.report import loss_curves, write_report
 from tests.factories import recipe_for
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

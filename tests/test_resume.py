@@ -14,8 +14,8 @@ from safetensors.torch import load_file
 from fastft.cli import main
 from fastft.config.loader import load_recipe
 from fastft.errors import FastftError
+from fastft.runtime.outputs import METRICS, RECIPE_FILE, check_output_dir, last_checkpoint, recipe_yaml
 from fastft.training.args import sft_config
-from fastft.training.outputs import METRICS, RECIPE_FILE, check_output_dir, last_checkpoint, recipe_yaml
 from tests.factories import fastft_trainer, recipe_for
 
 SHORT_RUN = ["dataset.eval=null", "dataset.max_train_samples=12", "dataset.max_prompt_tokens=64", "dataset.max_answer_tokens=16",

@@ -6,7 +6,7 @@ import pytest
 from click.testing import CliRunner
 
 from fastft.cli import main
-from fastft.sweep import cell_name, split_values
+from fastft.commands.sweep import cell_name, split_values
 from tests.factories import REPO, recipe_for
 
 SHORT = ["--set", "training.max_steps=2", "--set", "dataset.max_train_samples=8", "--set", "dataset.max_eval_samples=4"]

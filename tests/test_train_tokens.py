@@ -6,11 +6,12 @@ import torch
 from click.testing import CliRunner
 
 from fastft.cli import main
+from fastft.commands.merge import merge_adapter
 from fastft.config.loader import load_recipe
 from fastft.errors import FastftError
 from fastft.evaluation.generate import load_for_inference
-from fastft.export import merge_adapter
-from fastft.models.build import build_model, prepare_tokenizer, resolve_recipe
+from fastft.models.build import prepare_tokenizer, resolve_recipe
+from fastft.training.build import build_model
 from tests.factories import fastft_trainer, recipe_for, tiny_bpe_tokenizer, tiny_llama_checkpoint
 from tests.test_merge import dense, logits, relative_error
 

@@ -15,7 +15,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from ..errors import FastftError
-from ..utf8 import utf8_problem
+from ..runtime.utf8 import utf8_problem
 from .schema import Recipe
 from .strict_yaml import Refused, parse
 

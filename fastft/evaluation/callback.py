@@ -9,7 +9,7 @@ from transformers import TrainerCallback
 
 from ..config.schema import GENERATION_METRICS
 from ..data.pipeline import build_encoder
-from ..training.outputs import GENERATIONS
+from ..runtime.outputs import GENERATIONS
 from .evaluate import eval_examples, task_metrics
 from .generate import generate_texts
 from .predict import references, write_predictions

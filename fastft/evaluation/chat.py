@@ -1,20 +1,9 @@
-"""`fastft chat`: talk to a fine-tuned model turn by turn, each prompt rendered by the training template."""
+"""A conversation with a model, each prompt rendered by the training template."""
 from pathlib import Path
 
 from ..data.formats import Example, Turn
 from ..data.pipeline import build_encoder
-from ..errors import FastftError
-from ..training.outputs import RECIPE_FILE
 from .generate import generate_texts, load_for_inference
-
-
-def saved_recipe(adapter: Path) -> Path:
-    """The resolved recipe the run saved beside its adapter folder."""
-    path = Path(adapter).parent / RECIPE_FILE
-    if not path.is_file():
-        raise FastftError(f"no recipe given, and no {RECIPE_FILE} beside the adapter", where=str(path),
-                          hint="pass the run's recipe: fastft chat --adapter DIR RECIPE")
-    return path
 
 
 class Conversation:
@@ -44,20 +33,3 @@ class Conversation:
 def open_conversation(recipe, adapter: Path, log=print) -> Conversation:
     model, tokenizer = load_for_inference(recipe, adapter, log)
     return Conversation(model, tokenizer, build_encoder(recipe.dataset, tokenizer), recipe.generation)
-
-
-def chat_loop(conversation: Conversation, lines, reply, notice) -> None:
-    """One user turn per line (a literal \\n in it becomes a line break); /reset clears the history, /exit stops.
-    A turn the prompt budget cannot hold is reported and skipped, so the session goes on."""
-    for line in lines:
-        text = line.strip()
-        if text == "/exit":
-            return
-        if text == "/reset":
-            conversation.reset()
-            notice("history cleared")
-        elif text:
-            try:
-                reply(conversation.say(text.replace("\\n", "\n")))
-            except FastftError as error:
-                notice(str(error))

@@ -4,7 +4,7 @@ from pathlib import Path
 import torch
 
 from ..errors import FastftError
-from ..export import read_adapter_config
+from ..models.adapters import read_adapter_config
 from ..models.build import prepare_tokenizer, resolve_recipe
 from ..models.loader import load_base_model
 

@@ -5,7 +5,7 @@ from pathlib import Path
 import torch
 
 from ..errors import FastftError
-from ..training.distributed import local_rank
+from ..runtime.distributed import local_rank
 from .embedded import is_embedded, resolve_embedded
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}

@@ -4,7 +4,7 @@
     for line in report.lines(): print(line)
 
 Only module internals are replaced, per instance; the LM head and every output (logits in eval and generation)
-stay transformers'. The loss kernel is not patched here: fastft.training.loss.prompt_masked_loss runs it.
+stay transformers'. The loss kernel is not patched here: fastft.patching.loss.prompt_masked_loss runs it.
 """
 from collections.abc import Mapping
 

@@ -10,9 +10,9 @@ from trl import SFTTrainer
 
 from ..data.encode import IGNORE_INDEX
 from ..errors import FastftError
+from ..patching.loss import add_masked_loss_forward
+from ..runtime.outputs import last_checkpoint
 from .checkpoints import AtomicCheckpoints
-from .loss import add_masked_loss_forward
-from .outputs import last_checkpoint
 
 
 class FastftTrainer(AtomicCheckpoints, SFTTrainer):

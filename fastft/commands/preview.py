@@ -7,8 +7,10 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from .encode import IGNORE_INDEX
-from .pipeline import Split, build_splits
+from ..config.loader import load_recipe
+from ..data.encode import IGNORE_INDEX
+from ..data.pipeline import Split, build_splits
+from ..models.build import prepare_tokenizer
 
 TRAINED_STYLE = "bold green"
 MASKED_STYLE = "grey50"
@@ -57,9 +59,8 @@ def show_examples(console: Console, tokenizer, split: Split, count: int) -> None
         console.print(masked_text(tokenizer, record), soft_wrap=True)
 
 
-def preview(recipe, recipe_file, count: int, console: Console) -> None:
-    from ..models.build import prepare_tokenizer
-
+def preview(recipe_file, sets, count: int, console: Console) -> None:
+    recipe = load_recipe(recipe_file, sets)
     source, tokenizer, _ = prepare_tokenizer(recipe, lambda message: console.print(message, highlight=False))
     train, evaluation = build_splits(recipe.dataset, tokenizer, recipe_file)
     d = recipe.dataset

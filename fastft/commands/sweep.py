@@ -11,10 +11,10 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config.loader import load_recipe
-from .errors import FastftError
+from ..config.loader import load_recipe
+from ..errors import FastftError
+from ..runtime.outputs import CHECKPOINTS, METRICS, last_checkpoint
 from .report import REPORT, fmt, headline, read_json, table
-from .training.outputs import CHECKPOINTS, METRICS, last_checkpoint
 
 GRID_SOURCE = "--grid"
 GRID_HINT = "write it as section.key=value1,value2,..., e.g. --grid lora.r=4,8,16"
@@ -108,8 +108,8 @@ def run_mode(folder: Path) -> str | None:
 
 def run_sweep(recipe_path: Path, grid_items, overrides: list[str], console) -> Path:
     """Train every cell not finished yet, then write the comparison. Returns the path of sweep.md."""
-    from .runlog import RunLog
-    from .training.run import run
+    from ..runtime.runlog import RunLog
+    from .run import run
 
     grid = parse_grid(grid_items)
     sweep_dir, cells = plan(Path(recipe_path), overrides, grid)

@@ -5,21 +5,23 @@ from pathlib import Path
 
 from transformers import ProgressCallback, TrainerCallback, set_seed
 
+from ..config.loader import load_recipe
 from ..data.collator import PadCollator
 from ..data.pipeline import build_splits
 from ..evaluation.callback import EpochGeneration
-from ..models.build import build_model, prepare_tokenizer, resolve_recipe
+from ..models.build import prepare_tokenizer, resolve_recipe
 from ..models.unsloth_backend import select_backend
-from ..progress import progress
-from ..report import write_run_record
-from ..runlog import RunLog
-from ..summary import data_stats, data_summary, model_summary, print_metrics
-from .args import optimizer_name, sft_config
-from .distributed import barrier, is_main, main_decides
-from .outputs import CHECKPOINTS, METRICS, check_output_dir, open_output_dir
-from .tensorboard import tensorboard_callback, wants_tensorboard
-from .trainer import FastftTrainer
-from .usage import UsageMeter
+from ..runtime.distributed import barrier, is_main, main_decides
+from ..runtime.outputs import CHECKPOINTS, METRICS, check_output_dir, open_output_dir
+from ..runtime.progress import progress
+from ..runtime.runlog import RunLog
+from ..training.args import optimizer_name, sft_config
+from ..training.build import build_model
+from ..training.tensorboard import tensorboard_callback, wants_tensorboard
+from ..training.trainer import FastftTrainer
+from ..training.usage import UsageMeter
+from .report import write_run_record
+from .summary import data_stats, data_summary, model_summary, print_metrics
 
 
 @dataclass
@@ -126,3 +128,12 @@ def run(recipe, recipe_file: Path | None, log: RunLog, mode: str = "new") -> Run
     result = RunResult(output_dir, final_model, log.path, metrics)
     print_metrics(log, result)
     return result
+
+
+def run_command(recipe_file: Path, overrides: list[str], mode: str, console) -> RunResult:
+    recipe = load_recipe(recipe_file, overrides)
+    log = RunLog(recipe.output.logs_dir, recipe.experiment, console)
+    try:
+        return run(recipe, recipe_file, log, mode=mode)
+    finally:
+        log.close()

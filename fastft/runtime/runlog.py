@@ -7,7 +7,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from .training.distributed import is_main
+from .distributed import is_main
 
 
 class RunLog:

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import yaml
 
+from ..runtime.outputs import GENERATIONS, METRICS, RECIPE_FILE
 from .summary import versions
-from .training.outputs import GENERATIONS, METRICS, RECIPE_FILE
 
 REPORT = "report.md"
 CURVE = "training_curve.png"

@@ -1,0 +1,1 @@
+"""One module per `fastft` verb: each parses nothing, checks its input, does the work and writes the results."""

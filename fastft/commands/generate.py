@@ -1,0 +1,18 @@
+"""`fastft generate`: an answer for every input row, written as id,prediction[,reference] CSV."""
+from pathlib import Path
+
+from ..config.loader import load_recipe
+from ..evaluation.predict import input_examples, predict, references, write_predictions
+from ..runtime.progress import progress
+from .eval import check_model_choice, results_dir
+
+
+def generate(recipe_file: Path, sets, adapter: Path | None, zero_shot: bool, input_file: Path | None, output: Path | None,
+             notice) -> tuple[int, Path]:
+    """(how many predictions, the CSV they were written to)."""
+    check_model_choice(adapter, zero_shot)
+    recipe = load_recipe(recipe_file, sets)
+    rows = input_examples(recipe, recipe_file, input_file)
+    output = output or results_dir(recipe, adapter) / "predictions" / f"{Path(input_file or recipe.dataset.eval).stem}.csv"
+    write_predictions(output, rows, predict(recipe, adapter, rows, progress, notice), references(rows))
+    return len(rows), output

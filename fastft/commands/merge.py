@@ -1,0 +1,37 @@
+"""`fastft merge`: fold a LoRA adapter into its base model and save a checkpoint plain transformers can load.
+
+A QLoRA adapter was trained against the 4-bit base, not the original weights. When the run's recipe (saved
+beside the adapter as resolved_recipe.yaml) says nf4, the base is quantized with the same settings and then
+dequantized, so the adapter lands on the weights it learned to correct.
+"""
+from pathlib import Path
+
+from ..errors import FastftError
+from ..models.adapters import DTYPE_NAMES, base_name, load_dense_base, read_adapter_config, run_settings
+from ..models.loader import load_tokenizer, resolve_source
+
+
+def merge_adapter(adapter_dir, out_dir, dtype: str = "bfloat16", base: str | None = None) -> Path:
+    """Merge the adapter in `adapter_dir` into its base and save base + tokenizer to `out_dir` as safetensors."""
+    from peft import PeftModel
+
+    adapter_dir, out_dir = Path(adapter_dir), Path(out_dir)
+    adapter_config = read_adapter_config(adapter_dir)
+    if dtype not in DTYPE_NAMES:
+        raise FastftError(f"unknown dtype {dtype!r}", hint=f"use one of: {', '.join(DTYPE_NAMES)}")
+    if out_dir.exists() and any(out_dir.iterdir()):
+        raise FastftError("the output folder is not empty", where=str(out_dir), hint="name a new or empty folder")
+
+    model_cfg, qlora_cfg = run_settings(adapter_dir, base_name(adapter_config, base, adapter_dir), DTYPE_NAMES[dtype])
+    source = resolve_source(model_cfg.name)
+    has_tokenizer = (adapter_dir / "tokenizer_config.json").is_file()
+    tokenizer = load_tokenizer(str(adapter_dir) if has_tokenizer else source, model_cfg.trust_remote_code)
+    model = load_dense_base(model_cfg, qlora_cfg, source)
+    if len(tokenizer) > model.get_input_embeddings().num_embeddings:
+        # Training added chat tokens and resized. peft then saves the resized input and output embeddings
+        # with the adapter (when it can read the base config), and they overwrite these placeholder rows.
+        model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
+    merged = PeftModel.from_pretrained(model, str(adapter_dir)).merge_and_unload(safe_merge=True)
+    merged.save_pretrained(out_dir, safe_serialization=True)
+    tokenizer.save_pretrained(out_dir)
+    return out_dir

@@ -1,0 +1,1 @@
+"""What every layer needs: errors, run-folder names, ranks and barriers, progress and notices, UTF-8 checks."""
