@@ -6,7 +6,9 @@
 Each public function runs forward and backward on CPU tensors with FASTFT_KERNEL_BACKEND=triton while
 `record_launches` replaces triton's JITFunction.run: a launch binds its arguments exactly as Triton would
 (create_function_from_signature, _pack_args) and is recorded instead of run, so nothing is computed and the
-outputs are garbage. Each distinct specialization (kernel, signature, constexprs, attributes, options,
+outputs are garbage. For the same reason PyTorch's own matmuls (the cuBLAS base products, the head of
+linear_cross_entropy) are skipped by a dispatch mode that returns empty results of the right shape: on the CPU
+they would cost minutes (torch 2.13's bf16 `x @ w` with a row-major [K, N] w runs ~30 s for 256x3072x3072). Each distinct specialization (kernel, signature, constexprs, attributes, options,
 target) is then compiled once with triton.compile for GPUTarget("cuda", cc, 32); the result is the shared
 memory the launch needs (metadata.shared) against the target's opt-in limit, and the registers and spill bytes
 from the ptxas bundled with triton. What this proves: the launch compiles for that target and fits its shared
@@ -26,6 +28,7 @@ JITFunction.run to replace); tests run it in a subprocess for that reason.
 """
 import argparse
 import contextlib
+import hashlib
 import io
 import json
 import multiprocessing
@@ -33,6 +36,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 import types
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -47,6 +51,8 @@ import triton  # noqa: E402
 from triton.backends.compiler import GPUTarget  # noqa: E402
 from triton.compiler import ASTSource, make_backend  # noqa: E402
 from triton.runtime import autotuner, jit  # noqa: E402
+from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
+from torch.utils._pytree import tree_map_only  # noqa: E402
 
 import fastft.kernels as K  # noqa: E402
 from fastft.kernels import _device  # noqa: E402
@@ -133,6 +139,8 @@ def fake_device(cc: int):
 @dataclass
 class Launch:
     op: str
+    dtype: str
+    rank: int  # LoRA rank, None for the other ops
     case: str
     kernel: str
     target: int
@@ -150,7 +158,7 @@ class _Recorder:
         self.backend = make_backend(GPUTarget("cuda", cc, 32))
         self.binders = {}
         self.launches = []
-        self.context = ("", "")
+        self.context = {}
 
     def run(self, fn, args, grid, kwargs):
         """What JITFunction.run does up to the compile: bind, specialize, pack; then record instead of launch."""
@@ -167,14 +175,35 @@ class _Recorder:
         key = repr((fn_key, self.cc, sorted(signature.items()), sorted(constexprs.items()),
                     sorted((k, repr(v)) for k, v in attrs.items()), sorted(opts.items())))
         self.launches.append(Launch(
-            op=self.context[0], case=self.context[1], kernel=fn.fn.__name__, target=self.cc,
+            **self.context, kernel=fn.fn.__name__, target=self.cc,
             grid=tuple(grid), constexprs=named, num_warps=options.num_warps, num_stages=options.num_stages,
             key=key, spec=(fn_key, signature, constexprs, attrs, opts)))
 
 
+_ATEN = torch.ops.aten
+_MATMULS = {_ATEN.mm, _ATEN.addmm, _ATEN.addmm_, _ATEN.bmm, _ATEN.baddbmm, _ATEN.baddbmm_, _ATEN.addbmm, _ATEN.mv}
+
+
+class _SkipMatmuls(TorchDispatchMode):
+    """Dense matmuls return uninitialised tensors of their true shape, dtype and strides (from the meta device)."""
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func.overloadpacket not in _MATMULS:
+            return func(*args, **kwargs)
+        if "out" in kwargs:
+            return kwargs["out"]
+        if func.overloadpacket.__name__.endswith("_"):  # in place: the destination is the first argument
+            return args[0]
+        meta_args, meta_kwargs = tree_map_only(torch.Tensor, lambda t: t.to("meta"), (args, kwargs))
+        result = func(*meta_args, **meta_kwargs)
+        return torch.empty_strided(result.shape, result.stride(), dtype=result.dtype)
+
+
 @contextlib.contextmanager
 def record_launches(cc: int):
-    """Inside, Triton launches are recorded (for target sm_<cc>) instead of run, and the device is faked."""
+    """Inside, Triton launches are recorded (for target sm_<cc>) instead of run, the device is faked and
+    PyTorch matmuls are skipped."""
     recorder = _Recorder(cc)
     saved_run, saved_tune = jit.JITFunction.run, autotuner.Autotuner.run
 
@@ -190,7 +219,7 @@ def record_launches(cc: int):
 
     jit.JITFunction.run, autotuner.Autotuner.run = run, tune
     try:
-        with fake_device(cc):
+        with fake_device(cc), _SkipMatmuls():
             yield recorder
     finally:
         jit.JITFunction.run, autotuner.Autotuner.run = saved_run, saved_tune
@@ -208,14 +237,22 @@ ROPE_SHAPES = ((24, 8, 128), (8, 4, 256))  # (query heads, key-value heads, head
 VOCABS = ((3072, 128_256), (2560, 262_144))  # (hidden, vocab)
 
 
+@dataclass
+class Case:
+    label: str
+    run: object  # calls the public function forward and backward
+    rank: int = None  # LoRA rank
+
+
 def _z(*shape, dtype, grad=False):
-    # Zeros: calloc'd pages cost nothing until touched, and CPU matmuls on zeros meet no denormals.
-    return torch.zeros(shape, dtype=dtype).requires_grad_(grad)
+    # Uninitialised: nothing reads the values (launches are recorded, matmuls skipped), and filling a
+    # 262,144 x 2560 head would cost seconds per case.
+    return torch.empty(shape, dtype=dtype).requires_grad_(grad)
 
 
 def _backward(*outputs):
     outputs = [o for o in outputs if o.requires_grad]
-    torch.autograd.backward(outputs, [torch.zeros_like(o) for o in outputs])
+    torch.autograd.backward(outputs, [torch.empty_like(o) for o in outputs])
 
 
 def _lora(dtype, ranks, dropouts):
@@ -226,7 +263,7 @@ def _lora(dtype, ranks, dropouts):
                     x = _z(LORA_ROWS, n_in, dtype=dtype, grad=True)
                     a, b = _z(r, n_in, dtype=dtype, grad=True), _z(n_out, r, dtype=dtype, grad=True)
                     _backward(K.lora_linear(x, _z(n_out, n_in, dtype=dtype), a, b, 2.0, None, p))
-                yield f"lora_linear {n_in}->{n_out} r={r} p={p}", run
+                yield Case(f"lora_linear {n_in}->{n_out} r={r} p={p}", run, r)
     hidden, inter = MLP_SHAPE
     for r in ranks:
         for activation in ("swiglu", "geglu"):
@@ -236,7 +273,7 @@ def _lora(dtype, ranks, dropouts):
                                        _z(o, r, dtype=dtype, grad=True), 2.0)
                 _backward(K.lora_mlp(x, bundle(hidden, inter), bundle(hidden, inter), bundle(inter, hidden),
                                      activation))
-            yield f"lora_mlp {hidden}x{inter} {activation} r={r}", run
+            yield Case(f"lora_mlp {hidden}x{inter} {activation} r={r}", run, r)
 
 
 def _cross_entropy(dtype):
@@ -246,7 +283,7 @@ def _cross_entropy(dtype):
                 logits = _z(LCE_ROWS, vocab, dtype=dtype, grad=True)
                 labels = torch.zeros(LCE_ROWS, dtype=torch.long)
                 _backward(K.cross_entropy(logits, labels, softcap=softcap))
-            yield f"cross_entropy V={vocab} softcap={softcap}", run
+            yield Case(f"cross_entropy V={vocab} softcap={softcap}", run)
 
 
 def _linear_cross_entropy(dtype):
@@ -257,7 +294,7 @@ def _linear_cross_entropy(dtype):
                 labels = torch.zeros(LCE_ROWS, dtype=torch.long)
                 loss = K.linear_cross_entropy(h, _z(vocab, hidden, dtype=dtype), labels, reduction=reduction)
                 _backward(loss)
-            yield f"linear_cross_entropy H={hidden} V={vocab} {reduction}", run
+            yield Case(f"linear_cross_entropy H={hidden} V={vocab} {reduction}", run)
 
 
 def _rms_norm(dtype):
@@ -266,7 +303,7 @@ def _rms_norm(dtype):
             def run(hidden=hidden, offset=offset):
                 x = _z(ELEMENTWISE_ROWS, hidden, dtype=dtype, grad=True)
                 _backward(K.rms_norm(x, _z(hidden, dtype=dtype, grad=True), offset=offset))
-            yield f"rms_norm H={hidden} offset={offset}", run
+            yield Case(f"rms_norm H={hidden} offset={offset}", run)
 
 
 def _rope(dtype):
@@ -277,7 +314,7 @@ def _rope(dtype):
             k = _z(1, seq, kv_heads, head_dim, dtype=dtype, grad=True).transpose(1, 2)
             cos = sin = _z(1, seq, head_dim, dtype=dtype)
             _backward(*K.apply_rope(q, k, cos, sin))
-        yield f"apply_rope Hq={q_heads} Hk={kv_heads} D={head_dim}", run
+        yield Case(f"apply_rope Hq={q_heads} Hk={kv_heads} D={head_dim}", run)
 
 
 def _activations(dtype):
@@ -287,29 +324,27 @@ def _activations(dtype):
         def run(fn=fn):
             gate, up = (_z(ELEMENTWISE_ROWS, inter, dtype=dtype, grad=True) for _ in range(2))
             _backward(fn(gate, up))
-        yield f"{name} {ELEMENTWISE_ROWS}x{inter}", run
+        yield Case(f"{name} {ELEMENTWISE_ROWS}x{inter}", run)
 
 
 def cases(op: str, dtype: torch.dtype, ranks=RANKS, dropouts=DROPOUTS):
-    """(label, run) pairs of one op: run() calls the public function forward and backward."""
+    """The Cases of one op."""
     makers = {"lora": lambda: _lora(dtype, ranks, dropouts), "ce": lambda: _cross_entropy(dtype),
               "lce": lambda: _linear_cross_entropy(dtype), "rms_norm": lambda: _rms_norm(dtype),
               "rope": lambda: _rope(dtype), "act": lambda: _activations(dtype)}
     return makers[op]()
 
 
-def collect(targets, ops, dtypes, ranks=RANKS, dropouts=DROPOUTS):
-    """Every launch the public API makes for each target, op and dtype (nothing compiled yet)."""
-    launches = []
-    for cc in targets:
-        with record_launches(cc) as recorder:
-            for op in ops:
-                for dtype_name in dtypes:
-                    for label, run in cases(op, DTYPES[dtype_name], ranks, dropouts):
-                        recorder.context = (op, f"{dtype_name} {label}")
-                        run()
-        launches += recorder.launches
-    return launches
+def collect_target(cc: int, ops, dtypes, ranks=RANKS, dropouts=DROPOUTS):
+    """Every launch the public API makes on target sm_<cc> for these ops and dtypes (nothing compiled yet)."""
+    with record_launches(cc) as recorder:
+        for op in ops:
+            for dtype_name in dtypes:
+                for case in cases(op, DTYPES[dtype_name], ranks, dropouts):
+                    recorder.context = dict(op=op, dtype=dtype_name, rank=case.rank,
+                                            case=f"{dtype_name} {case.label}")
+                    case.run()
+    return recorder.launches
 
 
 # ---------------------------------------------------------------- compiling
@@ -329,16 +364,22 @@ _PTXAS_SPILLS = re.compile(r"(\d+) bytes spill stores, (\d+) bytes spill loads")
 
 
 def _ptxas_usage(log: str, ptx: str, cc: int):
-    """(registers, spill stores, spill loads) from the compile's ptxas log, or from a ptxas run of our own
-    when triton's cache answered the compile without running ptxas."""
-    if not _PTXAS_REGS.search(log):
-        from triton.backends.nvidia.compiler import get_ptxas, sm_arch_from_capability
+    """(registers, spill stores, spill loads) from the compile's ptxas log. When triton's cache answered the
+    compile (no ptxas ran), from a ptxas run of our own, remembered beside triton's cache by the PTX's hash."""
+    from triton.backends.nvidia.compiler import get_ptxas, sm_arch_from_capability
 
-        with open(os.devnull, "w") as null:
-            proc = subprocess.run(
-                [get_ptxas(cc).path, "-v", "--regAllocOptLevel=2", f"--gpu-name={sm_arch_from_capability(cc)}",
-                 "-", "-o", os.devnull], input=ptx, text=True, stdout=null, stderr=subprocess.PIPE, check=True)
-        log = proc.stderr
+    arch = sm_arch_from_capability(cc)
+    memo = os.path.join(triton.knobs.cache.dir, "gpu_compile_ptxas",
+                        hashlib.sha256(f"{arch}\n{ptx}".encode()).hexdigest() + ".log")
+    if not _PTXAS_REGS.search(log) and os.path.exists(memo):
+        with open(memo) as f:
+            log = f.read()
+    if not _PTXAS_REGS.search(log):
+        log = subprocess.run([get_ptxas(cc).path, "-v", "--regAllocOptLevel=2", f"--gpu-name={arch}", "-",
+                              "-o", os.devnull], input=ptx, text=True, capture_output=True, check=True).stderr
+    os.makedirs(os.path.dirname(memo), exist_ok=True)
+    with open(memo, "w") as f:
+        f.write(log)
     spills = _PTXAS_SPILLS.search(log)
     return int(_PTXAS_REGS.search(log).group(1)), int(spills.group(1)), int(spills.group(2))
 
@@ -363,21 +404,29 @@ def compile_spec(spec, cc: int, ttir_dir: str = None) -> Compiled:
     return Compiled(kernel.metadata.shared, regs, stores, loads, ttir=path)
 
 
+def _collect_one(args):
+    return collect_target(*args)
+
+
 def _compile_one(args):
     return compile_spec(*args)
 
 
-def compile_all(launches, jobs: int = 2, ttir_dir: str = None):
-    """{specialization key: Compiled}, each distinct specialization compiled once, `jobs` at a time."""
-    distinct = {launch.key: launch for launch in launches}
-    work = [(launch.spec, launch.target, ttir_dir) for launch in distinct.values()]
-    if jobs > 1 and len(work) > 1:
-        # fork: the workers inherit the imported kernels, found again through triton's registry of JIT functions
-        with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("fork")) as pool:
-            results = list(pool.map(_compile_one, work, chunksize=1))
-    else:
-        results = [_compile_one(w) for w in work]
-    return dict(zip(distinct, results))
+def _one_thread():
+    torch.set_num_threads(1)  # the pool already keeps every core busy
+
+
+def collect_and_compile(targets, ops, dtypes, ranks=RANKS, dropouts=DROPOUTS, jobs: int = 2, ttir_dir: str = None):
+    """(launches, {specialization key: Compiled}): launches recorded per (target, dtype), then each distinct
+    specialization compiled once, `jobs` processes at a time."""
+    tasks = [(cc, ops, (dtype,), ranks, dropouts) for cc in targets for dtype in dtypes]
+    # fork: the workers inherit the imported kernels, found again through triton's registry of JIT functions
+    pool = ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("fork"), initializer=_one_thread)
+    with pool:
+        launches = [launch for part in pool.map(_collect_one, tasks) for launch in part]
+        distinct = {launch.key: launch for launch in launches}
+        work = [(launch.spec, launch.target, ttir_dir) for launch in distinct.values()]
+        return launches, dict(zip(distinct, pool.map(_compile_one, work)))
 
 
 # ---------------------------------------------------------------- reporting
@@ -442,11 +491,16 @@ def main(argv=None):
     parser.add_argument("--quiet", action="store_true", help="print the summary only")
     args = parser.parse_args(argv)
     ops = OPS if not args.op or "all" in args.op else tuple(dict.fromkeys(args.op))
-    launches = collect(args.target or sorted(TARGETS), ops, args.dtype or list(DTYPES),
-                       tuple(args.rank or RANKS), tuple(args.dropout or DROPOUTS))
     if args.ttir_dir:
         os.makedirs(args.ttir_dir, exist_ok=True)
-    table = rows(launches, compile_all(launches, args.jobs, args.ttir_dir))
+    start = time.time()
+    launches, compiled = collect_and_compile(args.target or sorted(TARGETS), ops, args.dtype or list(DTYPES),
+                                             tuple(args.rank or RANKS), tuple(args.dropout or DROPOUTS), args.jobs,
+                                             args.ttir_dir)
+    table = rows(launches, compiled)
+    cpu = sum(getattr(os.times(), f) for f in ("user", "system", "children_user", "children_system"))
+    print(f"{len(launches)} launches, {len(compiled)} distinct specializations compiled in {time.time() - start:.0f} s "
+          f"({cpu:.0f} s of CPU)", file=sys.stderr)
     if not args.quiet:
         print_table(table)
     print(summary(table))
