@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -22,6 +24,7 @@ def test_without_cuda_it_says_so_and_exits_0(tmp_path):
     assert not (tmp_path / "out.json").exists()
 
 
+@pytest.mark.slow  # about 10 s of CPU: transformers imports and every kernel forward and backward
 def test_tiny_run_checks_every_kernel_and_the_in_place_cross_entropy(tmp_path):
     done = _run("--tiny", "--json", str(tmp_path / "out.json"))
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]

@@ -48,11 +48,11 @@ os.environ.setdefault("TRITON_DEFAULT_FP_FUSION", "1")  # triton 3.9's default, 
 
 import torch  # noqa: E402
 import triton  # noqa: E402
+from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
+from torch.utils._pytree import tree_map_only  # noqa: E402
 from triton.backends.compiler import GPUTarget  # noqa: E402
 from triton.compiler import ASTSource, make_backend  # noqa: E402
 from triton.runtime import autotuner, jit  # noqa: E402
-from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
-from torch.utils._pytree import tree_map_only  # noqa: E402
 
 import fastft.kernels as K  # noqa: E402
 from fastft.kernels import _device  # noqa: E402
@@ -63,13 +63,14 @@ class Gpu:
     name: str
     shared_optin: int  # bytes per block, opt-in maximum (CUDA programming guide, table of technical specs)
     sms: int
+    memory_gb: int
 
 
 TARGETS = {
-    80: Gpu("A100", 166_912, 108),
-    86: Gpu("RTX A6000", 101_376, 84),
-    89: Gpu("L4", 101_376, 58),
-    90: Gpu("H100 SXM", 232_448, 132),
+    80: Gpu("A100", 166_912, 108, 80),
+    86: Gpu("RTX A6000", 101_376, 84, 48),
+    89: Gpu("L4", 101_376, 58, 24),
+    90: Gpu("H100 SXM", 232_448, 132, 80),
 }
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 RANKS = (8, 16, 64, 128, 256)
@@ -86,8 +87,7 @@ def _fake_properties(cc: int):
     return types.SimpleNamespace(
         name=f"{gpu.name} (faked by gpu_compile)", major=cc // 10, minor=cc % 10,
         multi_processor_count=gpu.sms, shared_memory_per_block_optin=gpu.shared_optin,
-        shared_memory_per_block=49_152, shared_memory_per_multiprocessor=gpu.shared_optin + 1024,
-        total_memory=80 << 30, warp_size=32, regs_per_multiprocessor=65_536, L2_cache_size=40 << 20,
+        shared_memory_per_block=49_152, total_memory=gpu.memory_gb << 30, warp_size=32,
     )
 
 

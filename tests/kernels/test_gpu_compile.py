@@ -179,7 +179,7 @@ def offset_violations(text: str) -> list:
     """
     ir = _Ttir(text)
     reasons = []
-    for name, (op, operands, types, where) in ir.defs.items():
+    for op, operands, types, where in ir.defs.values():
         if op != "tt.addptr" or len(operands) != 2 or operands[1] not in ir.from_pid:
             continue
         offset = operands[1]
