@@ -90,7 +90,7 @@ def _lora_backward(ops, dy, x, xa, weight, lora_a, lora_b, scaling: float, dropo
     dxa = ops.skinny(dy, lora_b, scaling)
     dx = None
     if need_dx:
-        dx = dy @ weight
+        dx = _times_weight(dy, weight)
         if dropout_p:  # the mask on the low-rank term is what cuBLAS cannot fuse
             ops.lowrank_add_(dx, dxa, lora_a, keep_scale, dropout_p, seed)
         else:
@@ -98,6 +98,15 @@ def _lora_backward(ops, dy, x, xa, weight, lora_a, lora_b, scaling: float, dropo
     d_a = ops.tn(dxa, x, keep_scale, grad_dtypes[0], dropout_p, seed)
     d_b = ops.tn(dy, xa, scaling, grad_dtypes[1])
     return dx, d_a, d_b
+
+
+def _times_weight(dy: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """dy @ weight for weight[out, in]. On the CPU a bf16/fp16 matmul whose right operand is row-major ran ~17x
+    slower than with a transposed one (256x2048 @ 2048x1024: 9.5 s against 0.57 s with torch 2.13), so the CPU
+    gets a transposed copy; cuBLAS takes either layout at full speed."""
+    if dy.is_cuda or dy.dtype == torch.float32:
+        return dy @ weight
+    return dy @ weight.T.contiguous().T
 
 
 def _dtypes(x: torch.Tensor, weight: torch.Tensor) -> tuple[torch.dtype, torch.dtype]:

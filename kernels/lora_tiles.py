@@ -49,6 +49,12 @@ def _k_steps(dtype: torch.dtype) -> tuple[int, ...]:
     return tuple(step // size for step in (256, 128, 64))
 
 
+def _warps(tiles_a: int, tiles_b: int, masked_elements: int) -> int:
+    """8 warps where a thread would otherwise hold >= 96 accumulator and masked-operand elements: dropout's hash
+    over the masked tile runs in registers beside the accumulator (4 warps spilled at 64 x 64 + 64 x 128)."""
+    return 8 if tiles_a * tiles_b + masked_elements >= 96 * 128 else 4
+
+
 def _first_fitting(candidates, device, dtype, masked_operand: str) -> Tiles:
     limit = _device.shared_memory_limit(device)
     for tiles in candidates:
@@ -60,7 +66,8 @@ def _first_fitting(candidates, device, dtype, masked_operand: str) -> Tiles:
 def skinny_tiles(device, dtype, r: int, dropout: bool) -> Tiles:
     """out[M, r] = drop(x) @ p: 64 rows by the rank block, reducing over the input features."""
     b = rank_block(r)
-    candidates = [Tiles(a, b, k, 4, stages) for a in (64, 32) for k in _k_steps(dtype) for stages in _STAGES]
+    candidates = [Tiles(a, b, k, _warps(a, b, a * k if dropout else 0), stages)
+                  for a in (64, 32) for k in _k_steps(dtype) for stages in _STAGES]
     return _first_fitting(candidates, device, dtype, "a" if dropout else "")
 
 
@@ -78,5 +85,6 @@ def tn_tiles(device, dtype, p: int, q: int, dropout: bool) -> Tiles:
         shapes = [(rank_block(p), w) for w in wide]
     else:
         shapes = [(w, rank_block(q)) for w in wide]
-    candidates = [Tiles(a, b, k, 4, stages) for a, b in shapes for k in _k_steps(dtype)[1:] for stages in _STAGES]
+    candidates = [Tiles(a, b, k, _warps(a, b, k * b if dropout else 0), stages)
+                  for a, b in shapes for k in _k_steps(dtype)[1:] for stages in _STAGES]
     return _first_fitting(candidates, device, dtype, "b" if dropout else "")
