@@ -5,9 +5,9 @@ each chunk's logits are turned in place into their gradient (Triton kernel or it
 contracted into the hidden / weight / bias gradients. For the scalar reductions that happens in the forward and
 backward only scales; for "none" the backward recomputes the chunks with the per-row grad_output folded in.
 
-Under autocast the head's matmuls run in the autocast dtype, as F.linear would there (transformers' lm_head
-under bf16 autocast gives bf16 logits, which the loss then reads in fp32); the loss is fp32 and every gradient
-comes back in its input's dtype.
+Under autocast the logits are computed in the autocast dtype, as F.linear would there (transformers' lm_head
+under bf16 autocast gives bf16 logits, which the loss then reads in fp32), and so are the backward's products on
+CUDA; the loss is fp32 and every gradient comes back in its input's dtype.
 """
 import torch
 
