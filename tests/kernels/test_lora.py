@@ -146,11 +146,13 @@ def test_dropout_masks_only_the_lora_branch(backend, dtype, request):
     assert not torch.allclose(forward_backward(_ours(layer, weight, p), leaves, dy)[0], out[0]), "new seed, new mask"
 
 
-def nf4_linear(in_features, out_features, bias, seed=0):
+def nf4_linear(in_features, out_features, bias, seed=0, dtype=torch.float32):
+    """An NF4 base as transformers loads one: weight quantized from dtype, bitsandbytes computing in dtype."""
     torch.manual_seed(seed)
     linear = bnb.nn.Linear4bit(
-        in_features, out_features, bias=bias, compute_dtype=torch.float32, compress_statistics=True, quant_type="nf4"
+        in_features, out_features, bias=bias, compute_dtype=dtype, compress_statistics=True, quant_type="nf4"
     )
+    linear.weight.data = linear.weight.data.to(dtype)
     return linear.to("cpu")  # moving the Params4bit quantizes it
 
 

@@ -1,30 +1,33 @@
 """lora_linear and lora_mlp under CPU bf16 autocast with fp32 inputs and parameters (the state
 prepare_model_for_kbit_training leaves), against PEFT's layers under the same autocast: dense and NF4 bases.
 """
-import bitsandbytes as bnb
 import peft
 import pytest
 import torch
 from torch.func import functional_call
 
 from fastft.kernels import lora, triton_lora
-from tests.kernels.test_lora import (BACKENDS, IN, LORA_KEYS, OUT, _inputs, assert_all_close, forward_backward,
-                                     peft_layer, triton_keep_mask)
-from tests.kernels.test_lora_mlp import GRAD_NAMES, LORA_KEYS as MLP_KEYS, PROJS, peft_mlp
+from tests.kernels.test_lora import (
+    BACKENDS,
+    IN,
+    LORA_KEYS,
+    OUT,
+    _inputs,
+    _peft,
+    assert_all_close,
+    forward_backward,
+    nf4_linear,
+    peft_layer,
+    triton_keep_mask,
+)
+from tests.kernels.test_lora_mlp import GRAD_NAMES, PROJS, peft_mlp
+from tests.kernels.test_lora_mlp import LORA_KEYS as MLP_KEYS
 
 BF16 = torch.bfloat16
 
 
 def autocast():
     return torch.autocast("cpu", dtype=BF16)
-
-
-def nf4_bf16_linear(in_features, out_features, bias, seed=0):
-    """A QLoRA base as transformers loads it: weight quantized from bf16, bitsandbytes computing in bf16."""
-    torch.manual_seed(seed)
-    linear = bnb.nn.Linear4bit(in_features, out_features, bias=bias, compute_dtype=BF16, quant_type="nf4")
-    linear.weight.data = linear.weight.data.to(BF16)
-    return linear.to("cpu")  # moving the Params4bit quantizes it
 
 
 class _SeededDropout(torch.nn.Module):
@@ -45,8 +48,8 @@ def _keep_mask(backend: str, seed: int, p: float, shape):
     return lora.torch_keep_mask(seed, p, (rows, shape[-1]), "cpu").view(shape)
 
 
-def _run_both(layer, weight, x, dy, dropout_p):
-    """(ours, PEFT's) [y, dx, dA, dB, dbias?] under autocast, with PEFT's dropout replaced by our mask."""
+def _ours_under_autocast(layer, weight, x, dy, dropout_p):
+    """(our [y, dx, dA, dB, dbias] under autocast, the leaves they are taken from)."""
     bias = layer.base_layer.bias
     leaves = [x, *(layer.get_parameter(k) for k in LORA_KEYS)] + ([bias] if bias is not None else [])
     scaling = layer.scaling["default"]
@@ -64,14 +67,13 @@ def test_dense_linear_matches_peft_under_autocast(backend, dropout_p, request):
     layer = peft_layer(torch.nn.Linear(IN, OUT))
     x, dy = _inputs(torch.float32)
     dy = dy.to(BF16)  # the output's dtype under autocast, as F.linear returns it
-    ours, leaves = _run_both(layer, layer.base_layer.weight, x, dy, dropout_p)
+    ours, leaves = _ours_under_autocast(layer, layer.base_layer.weight, x, dy, dropout_p)
     if dropout_p:
         torch.manual_seed(5)
         layer.lora_dropout["default"] = _SeededDropout(_keep_mask(backend, lora.draw_dropout_seed(), dropout_p, x.shape),
                                                        dropout_p)
     with autocast():
-        ref = forward_backward(lambda x, a, b, bias: functional_call(
-            layer, {**dict(zip(LORA_KEYS, (a, b))), "base_layer.bias": bias}, (x,)), leaves, dy)
+        ref = forward_backward(_peft(layer), leaves, dy)
     assert [t.dtype for t in ours] == [t.dtype for t in ref] == [BF16] + [torch.float32] * 4
     assert_all_close(ours, ref, BF16, ["y", "dx", "dA", "dB", "dbias"])
 
@@ -80,13 +82,12 @@ def test_dense_linear_matches_peft_under_autocast(backend, dropout_p, request):
 def test_nf4_linear_matches_peft_qlora_under_autocast(backend, request):
     """bitsandbytes computes in bf16 and returns the input's fp32; PEFT's QLoRA layer adds the LoRA term to that."""
     request.getfixturevalue(backend)
-    layer = peft_layer(nf4_bf16_linear(IN, OUT, bias=True))
+    layer = peft_layer(nf4_linear(IN, OUT, bias=True, dtype=BF16))
     assert isinstance(layer, peft.tuners.lora.bnb.Linear4bit)
     x, dy = _inputs(torch.float32)
-    ours, leaves = _run_both(layer, layer.base_layer.weight, x, dy, 0.0)
+    ours, leaves = _ours_under_autocast(layer, layer.base_layer.weight, x, dy, 0.0)
     with autocast():
-        ref = forward_backward(lambda x, a, b, bias: functional_call(
-            layer, {**dict(zip(LORA_KEYS, (a, b))), "base_layer.bias": bias}, (x,)), leaves, dy)
+        ref = forward_backward(_peft(layer), leaves, dy)
     # bitsandbytes recasts its bias to the compute dtype in place, so its bias gradient is bf16; ours keeps fp32.
     assert [t.dtype for t in ours] == [t.dtype for t in ref[:4]] + [torch.float32] == [torch.float32] * 5
     assert_all_close(ours, ref, BF16, ["y", "dx", "dA", "dB", "dbias"])
@@ -94,7 +95,7 @@ def test_nf4_linear_matches_peft_qlora_under_autocast(backend, request):
 
 def test_nf4_without_autocast_computes_in_the_weights_dtype(triton_backend, monkeypatch):
     """fp32 activations and a bf16-quantized weight: the kernels see bf16 operands, the caller gets fp32 back."""
-    layer = peft_layer(nf4_bf16_linear(IN, OUT, bias=False))
+    layer = peft_layer(nf4_linear(IN, OUT, bias=False, dtype=BF16))
     x, dy = _inputs(torch.float32)
     seen = []
     original = triton_lora.skinny
@@ -139,7 +140,7 @@ def test_nf4_mlp_matches_peft_qlora_under_autocast(backend, request):
     holder = torch.nn.Module()
     for seed, proj in enumerate(PROJS):
         base = dense.get_submodule(proj).base_layer
-        holder.add_module(proj, nf4_bf16_linear(base.in_features, base.out_features, bias=False, seed=seed))
+        holder.add_module(proj, nf4_linear(base.in_features, base.out_features, bias=False, seed=seed, dtype=BF16))
     holder.is_loaded_in_4bit = True
     holder.forward = lambda x: holder.down_proj(torch.nn.functional.silu(holder.gate_proj(x)) * holder.up_proj(x))
     mlp = peft.get_peft_model(holder, peft.LoraConfig(r=5, lora_alpha=9, target_modules=list(PROJS))).base_model.model
