@@ -50,9 +50,9 @@ def _k_steps(dtype: torch.dtype) -> tuple[int, ...]:
 
 
 def _warps(tiles_a: int, tiles_b: int, masked_elements: int) -> int:
-    """8 warps where a thread would otherwise hold >= 96 accumulator and masked-operand elements: dropout's hash
-    over the masked tile runs in registers beside the accumulator (4 warps spilled at 64 x 64 + 64 x 128)."""
-    return 8 if tiles_a * tiles_b + masked_elements >= 96 * 128 else 4
+    """8 warps where 4 would leave a thread >= 96 accumulator elements, counting each element of a dropout-masked
+    tile twice: its hash runs in registers beside the accumulator (4 warps spilled at bf16 64 x 16 + 64 x 128)."""
+    return 8 if tiles_a * tiles_b + 2 * masked_elements >= 96 * 128 else 4
 
 
 def _first_fitting(candidates, device, dtype, masked_operand: str) -> Tiles:
