@@ -13,7 +13,7 @@ def fastft_recipe(cfg: Config, source, kernels_on: bool = True):
         lora={"r": LORA["r"], "alpha": LORA["alpha"], "dropout": LORA["dropout"], "target_modules": LORA["targets"]},
         qlora={"quant_type": "nf4", "double_quant": True, "compute_dtype": compute},
         # Limits large enough that no example is cut: the rows are fitted to the benchmark length afterwards.
-        dataset={"train": str(SAMPLE), "task": "summary", "format_type": "chat",
+        dataset={"train": str(SAMPLE), "task": "summary", "layout": "chat",
                  "max_prompt_tokens": 8192, "max_answer_tokens": 2048},
         training={"max_steps": cfg.steps, "batch_size": cfg.batch, "grad_accum": 1, "learning_rate": OPTIM["lr"],
                   "lr_scheduler": "constant", "warmup_ratio": 0.0, "weight_decay": OPTIM["weight_decay"],

@@ -25,12 +25,11 @@ class Prepared:
     model_config: object
     batches: list  # list[list[bench.data.Row]], one list per step
     natural_masked: float  # prompt fraction of the sample before fitting to seq_len
+    resolved: object  # fastft.models.resolve.ResolvedModel, which fastft's systems build from
 
 
 def prepare(cfg: Config) -> Prepared:
-    from transformers import AutoConfig
-
-    from fastft.models.build import prepare_tokenizer
+    from fastft.models.resolve import resolve_model
 
     from .data import batched, encoded_sample, fitted_rows, natural_masked_fraction
     from .models import model_source
@@ -38,14 +37,14 @@ def prepare(cfg: Config) -> Prepared:
 
     source = model_source(cfg.model)
     recipe = fastft_recipe(cfg, source)
-    _, tokenizer, new_ids = prepare_tokenizer(recipe, progress=lambda *_: None)
-    if new_ids:  # would need resized embeddings in every system; the benchmark models all have their chat tokens
+    resolved = resolve_model(recipe, notify=lambda *_: None)
+    tokenizer, config = resolved.tokenizer, resolved.config
+    if resolved.new_token_ids:  # would need resized embeddings in every system; the benchmark models all have their chat tokens
         raise SystemExit(f"{source}: the tokenizer lacks its chat template's tokens")
-    config = AutoConfig.from_pretrained(source)
     pieces = encoded_sample(recipe.dataset, tokenizer)
     vocab = config.get_text_config().vocab_size
     rows = fitted_rows(pieces, cfg.steps * cfg.batch, cfg.seq_len, cfg.mask, vocab)
-    return Prepared(source, tokenizer, config, batched(rows, cfg.batch), natural_masked_fraction(pieces))
+    return Prepared(source, tokenizer, config, batched(rows, cfg.batch), natural_masked_fraction(pieces), resolved)
 
 
 def base_row(cfg: Config) -> dict:
@@ -58,10 +57,10 @@ def base_row(cfg: Config) -> dict:
 
 def run_config(cfg: Config) -> dict:
     """The row of one configuration (mfu/useful_mfu stay None: they need the peak, see measure.with_mfu)."""
-    from . import systems
-    from .flops import step_flops
     from fastft.training.usage import peak_memory_bytes
 
+    from . import systems
+    from .flops import step_flops
     from .measure import median, timed_steps
 
     row, system = base_row(cfg), systems.system(cfg.system)

@@ -58,27 +58,13 @@ def recipe_for(tmp_path: Path, model_dir: Path, extra: str = "") -> Path:
 
 
 def fastft_trainer(recipe, out_dir: Path, dataset=None):
-    """(FastftTrainer, LoadedModel) built the way `fastft run` builds them, without checkpoints or progress bars.
-    `dataset` defaults to the recipe's encoded training split."""
-    from transformers import set_seed
-
-    from fastft.data.collator import PadCollator
+    """(FastftTrainer, LoadedModel) built by the function `fastft run` builds with, saving no checkpoints and
+    drawing no progress bars. `dataset` defaults to the recipe's encoded training split."""
     from fastft.data.pipeline import build_splits
-    from fastft.models.build import prepare_tokenizer, resolve_recipe
-    from fastft.training.args import sft_config
-    from fastft.training.build import build_model
-    from fastft.training.trainer import FastftTrainer
+    from fastft.models.resolve import resolve_model
+    from fastft.training.build import build_trainer
 
-    quiet = lambda *_: None  # noqa: E731
-    recipe, _ = resolve_recipe(recipe, quiet)
-    source, tokenizer, new_ids = prepare_tokenizer(recipe, quiet)
+    resolved = resolve_model(recipe, lambda *_: None)
     if dataset is None:
-        dataset = build_splits(recipe.dataset, tokenizer, None)[0].dataset
-    set_seed(recipe.seed)
-    loaded = build_model(recipe, source, tokenizer, new_ids)
-    args = sft_config(recipe, str(out_dir), has_eval=False, compute_dtype=loaded.dtype)
-    args.save_strategy, args.disable_tqdm = "no", True
-    trainer = FastftTrainer(model=loaded.model, args=args, train_dataset=dataset, processing_class=tokenizer,
-                            data_collator=PadCollator(tokenizer.pad_token_id, with_ids=True),
-                            token_budget=(recipe.dataset.max_prompt_tokens, recipe.dataset.max_answer_tokens))
-    return trainer, loaded
+        dataset = build_splits(resolved.recipe.dataset, resolved.tokenizer, None)[0].dataset
+    return build_trainer(resolved, dataset, None, out_dir, save=False)

@@ -4,8 +4,8 @@ from collections import defaultdict
 import pytest
 
 from fastft.config.schema import DatasetSection
-from fastft.data.formats import FORMATS
 from fastft.data.pipeline import build_splits
+from fastft.data.tasks import TASKS
 from fastft.errors import FastftError
 from tests.factories import REPO, tiny_bpe_tokenizer
 
@@ -36,7 +36,7 @@ def used_instructions(prompt: str, instructions) -> list[str]:
 @pytest.mark.parametrize("task", sorted(SAMPLES))
 def test_augmentation_multiplies_train_by_five_with_distinct_instructions(tokenizer, task):
     train_file, eval_file = (str(REPO / path) for path in SAMPLES[task])
-    instructions = FORMATS[task].instructions
+    instructions = TASKS[task].instructions
     assert len(set(instructions)) == 5
     plain, _ = build_splits(DatasetSection(task=task, train=train_file), tokenizer, None)
     cfg = DatasetSection(task=task, train=train_file, eval=eval_file, instruction_augmentation=True)

@@ -1,9 +1,9 @@
 """Every task format on the three real tokenizers: exactly the answers and their end-of-turn tokens are trained."""
 import pytest
 
-from fastft.data.encode import EncodeStats, Encoder
-from fastft.data.formats import get_format
+from fastft.data.encode import Encoder, EncodeStats
 from fastft.data.render import Renderer
+from fastft.data.tasks import get_task
 from tests.tokenizers import family_tokenizer, labelled_spans  # noqa: F401  (fixture)
 
 END_OF_TURN = {"qwen": "<|im_end|>", "llama3": "<|eot_id|>", "gemma3": "<end_of_turn>"}
@@ -50,7 +50,7 @@ ANSWERS = {
 
 
 def build(task: str, row=None, instruction_index=0):
-    fmt = get_format(task, {})
+    fmt = get_task(task, {})
     instruction = fmt.instructions[instruction_index] if fmt.instructions else None
     return fmt.build(row or ROWS[task], 0, instruction)
 

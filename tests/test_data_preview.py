@@ -8,8 +8,8 @@ from click.testing import CliRunner
 from fastft.cli import main
 from fastft.commands.preview import MASKED_STYLE, TRAINED_STYLE, masked_text
 from fastft.data.encode import Encoder, EncodeStats
-from fastft.data.formats import Example, Turn
 from fastft.data.render import Renderer
+from fastft.data.tasks import Example, Turn
 from tests.factories import REPO
 from tests.tokenizers import real_tokenizer
 

@@ -6,9 +6,9 @@ role (a system prompt opens the first user turn).
 """
 import pytest
 
-from fastft.data.encode import EncodeStats, Encoder
-from fastft.data.formats import Example, Turn
+from fastft.data.encode import Encoder, EncodeStats
 from fastft.data.render import Renderer
+from fastft.data.tasks import Example, Turn
 from tests.tokenizers import real_tokenizer
 
 SYSTEM, Q1, A1, Q2, A2 = "당신은 친절한 비서입니다.", "서울의 인구는?", "약 940만 명입니다.", "부산은요?", "약 330만 명입니다."
@@ -44,9 +44,9 @@ SPECIALS = {
 }
 
 
-def encode(family, example, format_type="chat", system=None):
+def encode(family, example, layout="chat", system=None):
     tokenizer = real_tokenizer(family)
-    return tokenizer, Encoder(Renderer(tokenizer, format_type, system), 1024, 200).encode(example, EncodeStats())
+    return tokenizer, Encoder(Renderer(tokenizer, layout, system), 1024, 200).encode(example, EncodeStats())
 
 
 @pytest.mark.parametrize("family", sorted(LAYOUTS))
@@ -79,7 +79,7 @@ def test_single_turn_task_is_one_user_turn_with_the_recipe_system_prompt(family)
 
 def test_instruction_layout_is_the_seed_alpaca_layout():
     example = Example("i1", "다음 대화를 요약하세요.", "#Person1#: 안녕하세요.", "인사를 나눈다.")
-    tokenizer, record = encode("llama3", example, format_type="instruction")
+    tokenizer, record = encode("llama3", example, layout="instruction")
     assert tokenizer.decode(record["input_ids"]) == (
         "<|begin_of_text|>### Instruction:\n다음 대화를 요약하세요.\n\n### Input:\n#Person1#: 안녕하세요.\n\n### Response:\n인사를 나눈다.<|end_of_text|>"
     )

@@ -1,7 +1,7 @@
 """Over-long prompts on the real tokenizers: cut from the left, instruction and answer intact, budget filled exactly."""
-from fastft.data.encode import EncodeStats, Encoder
-from fastft.data.formats import Example, Turn, get_format
+from fastft.data.encode import Encoder, EncodeStats
 from fastft.data.render import Renderer
+from fastft.data.tasks import Example, Turn, get_task
 from tests.tokenizers import family_tokenizer, labelled_spans  # noqa: F401  (fixture)
 
 END_OF_TURN = {"qwen": "<|im_end|>", "llama3": "<|eot_id|>", "gemma3": "<end_of_turn>"}
@@ -19,7 +19,7 @@ def middle(text: str, head: str, tail: str) -> str:
 def test_long_qa_context_is_cut_from_the_left(family_tokenizer):
     family, tokenizer = family_tokenizer
     context = " ".join(SENTENCES)
-    example = get_format("qa", {}).build({"id": "q", "context": context, "question": "마지막 문장은 몇 번째인가?", "answer": "79번째"}, 0, "다음 글을 읽고 질문에 답하세요.")
+    example = get_task("qa", {}).build({"id": "q", "context": context, "question": "마지막 문장은 몇 번째인가?", "answer": "79번째"}, 0, "다음 글을 읽고 질문에 답하세요.")
     encoder = Encoder(Renderer(tokenizer, "chat"), MAX_PROMPT, MAX_ANSWER)
     stats = EncodeStats()
     record = encoder.encode(example, stats)

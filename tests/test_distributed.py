@@ -127,7 +127,7 @@ def test_fsdp_config_wraps_each_decoder_layer_of_every_supported_family(monkeypa
     from accelerate.utils import FullyShardedDataParallelPlugin
     from torch.distributed.fsdp.wrap import transformer_auto_wrap_policy
 
-    from fastft.patching.families import FAMILIES
+    from fastft.models.families import FAMILIES
 
     loaded = plugin_environment(DISTRIBUTED / "fsdp.yaml", monkeypatch)
     assert set(loaded.fsdp_config) <= launcher_options()

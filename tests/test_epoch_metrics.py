@@ -14,7 +14,7 @@ from fastft.metrics import rouge
 from tests.factories import recipe_for
 
 BEST = "rouge_sum_morpheme"  # the tiny model's whitespace ROUGE is 0 at every epoch; its morpheme ROUGE is not
-GENERATING = (f"evaluation: {{generate_every_epoch: true, max_samples: 4, metric_for_best: {BEST}}}\n"
+GENERATING = (f"evaluation: {{generate_at_eval: true, max_samples: 4, metric_for_best: {BEST}}}\n"
               "generation: {max_new_tokens: 16, batch_size: 4}\nlogging: {tensorboard: true}\n")
 
 
@@ -118,10 +118,10 @@ def test_metric_names_offered_are_names_task_metrics_returns(task):
 @pytest.mark.parametrize("sets, message", [
     (["evaluation.metric_for_best=rouge_sum"],
      "evaluation.metric_for_best: 'rouge_sum' is measured on generated text, and nothing is generated during training"),
-    (["evaluation.generate_every_epoch=true", "evaluation.metric_for_best=f1"],
+    (["evaluation.generate_at_eval=true", "evaluation.metric_for_best=f1"],
      "evaluation.metric_for_best: 'f1' is not a metric of task 'summary'"),
-    (["evaluation.generate_every_epoch=true", "dataset.eval=null"],
-     "evaluation.generate_every_epoch: generating during training needs an eval split"),
+    (["evaluation.generate_at_eval=true", "dataset.eval=null"],
+     "evaluation.generate_at_eval: generating during training needs an eval split"),
 ])
 def test_evaluation_section_that_cannot_work_is_refused(tmp_path, sets, message):
     with pytest.raises(FastftError) as caught:
@@ -146,7 +146,7 @@ def test_best_metric_direction_and_tensorboard_folder_in_trainer_arguments(tmp_p
     assert (args.metric_for_best_model, args.greater_is_better) == ("eval_loss", False)
     # Trainer's own TensorBoard writer would pick its folder itself; run.py adds one that writes to the run folder.
     assert args.report_to == ["mlflow"] and wants_tensorboard(by_loss.logging)
-    by_rouge = load_recipe(recipe_for(tmp_path, tmp_path), ["evaluation.generate_every_epoch=true", f"evaluation.metric_for_best={BEST}"])
+    by_rouge = load_recipe(recipe_for(tmp_path, tmp_path), ["evaluation.generate_at_eval=true", f"evaluation.metric_for_best={BEST}"])
     args = sft_config(by_rouge, str(tmp_path / "checkpoints"), has_eval=True, compute_dtype=torch.float32)
     assert (args.metric_for_best_model, args.greater_is_better) == (BEST, True)  # Trainer reads it as eval_<name>
     assert args.report_to == [] and not wants_tensorboard(by_rouge.logging)

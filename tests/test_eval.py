@@ -33,10 +33,10 @@ def test_generation_prompt_is_the_training_prompt_on_the_real_model_tokenizer(tm
     """The ids generation feeds the model are exactly the masked prefix of the training example."""
     from fastft.config.loader import load_recipe
     from fastft.data.pipeline import build_encoder, build_task, examples, open_split
-    from fastft.models.build import prepare_tokenizer
+    from fastft.models.resolve import resolve_model
 
     recipe = load_recipe(recipe_for(tmp_path, tiny_llama))
-    _, tokenizer, _ = prepare_tokenizer(recipe, lambda *_: None)
+    tokenizer = resolve_model(recipe, lambda *_: None).tokenizer
     encoder = build_encoder(recipe.dataset, tokenizer)
     task = build_task(recipe.dataset)
     example = next(examples(task, open_split(task, recipe.dataset.eval, "dataset.eval", None, 1), False))

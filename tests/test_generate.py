@@ -28,12 +28,12 @@ def run(tmp_path_factory, tiny_llama):
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from fastft.models.build import prepare_tokenizer
+    from fastft.models.resolve import resolve_model
 
     folder = tmp_path_factory.mktemp("generate")
     recipe_file = recipe_for(folder, tiny_llama, "generation: {max_new_tokens: 6, batch_size: 3}\n")
     recipe = load_recipe(recipe_file)
-    _, tokenizer, _ = prepare_tokenizer(recipe, quiet)
+    tokenizer = resolve_model(recipe, quiet).tokenizer
     torch.manual_seed(0)
     model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_llama),
                            LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
@@ -129,12 +129,12 @@ def test_chat_format_examples_predict_the_reply_to_a_trailing_user_turn(run, tmp
 
 
 def test_training_still_rejects_a_file_without_answers(run, tmp_path):
-    from fastft.models.build import prepare_tokenizer
+    from fastft.models.resolve import resolve_model
 
     recipe = load_recipe(run[0])
     no_answers = write_csv(tmp_path / "train.csv", dev_rows(2), ["fname", "dialogue"])
     with pytest.raises(FastftError, match=f"dataset.train: {no_answers} lacks column\\(s\\) 'summary'"):
-        build_splits(recipe.dataset.model_copy(update={"train": str(no_answers), "eval": None}), prepare_tokenizer(recipe, quiet)[1], None)
+        build_splits(recipe.dataset.model_copy(update={"train": str(no_answers), "eval": None}), resolve_model(recipe, quiet).tokenizer, None)
 
 
 def test_chat_keeps_the_history_through_the_training_template(run):

@@ -5,7 +5,7 @@ import torch
 from click.testing import CliRunner
 from datasets import Dataset
 
-import fastft.commands.run
+import fastft.training.build
 from fastft.cli import main
 from fastft.config.loader import load_recipe
 from fastft.errors import FastftError
@@ -78,13 +78,13 @@ def test_non_finite_gradient_stops_before_the_optimizer_steps(tmp_path, tiny_lla
 
 
 def test_cli_reports_a_non_finite_gradient_in_one_message_with_exit_2(tmp_path, tiny_llama, monkeypatch):
-    build_model = fastft.commands.run.build_model
+    build_model = fastft.training.build.build_model
 
     def build_with_nan_gradients(*args, **kwargs):  # fault injected into the model the run trains
         loaded = build_model(*args, **kwargs)
         lora_b(loaded.model).register_hook(nan_gradients_from(call=1))
         return loaded
-    monkeypatch.setattr(fastft.commands.run, "build_model", build_with_nan_gradients)
+    monkeypatch.setattr(fastft.training.build, "build_model", build_with_nan_gradients)
     result = CliRunner().invoke(main, ["run", str(recipe_for(tmp_path, tiny_llama)), "--set", "dataset.max_train_samples=8",
                                        "--set", "dataset.eval=null", "--set", "training.grad_accum=1"])
     assert result.exit_code == 2

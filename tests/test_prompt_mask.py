@@ -1,9 +1,9 @@
 """The label mask and left truncation on a real (tiny, trained-here) BPE tokenizer with Llama-3 chat tokens."""
 import pytest
 
-from fastft.data.encode import IGNORE_INDEX, EncodeStats, Encoder
-from fastft.data.formats import Example
+from fastft.data.encode import IGNORE_INDEX, Encoder, EncodeStats
 from fastft.data.render import Renderer
+from fastft.data.tasks import Example
 from tests.factories import tiny_bpe_tokenizer
 
 DIALOGUE = "#Person1#: 내일 몇 시에 만날까요?\n#Person2#: 오후 세 시에 역 앞에서 봐요."
@@ -15,8 +15,8 @@ def tokenizer():
     return tiny_bpe_tokenizer()
 
 
-def encoder(tokenizer, format_type="chat", max_prompt=1024, max_answer=200, system=None):
-    return Encoder(Renderer(tokenizer, format_type, system), max_prompt, max_answer)
+def encoder(tokenizer, layout="chat", max_prompt=1024, max_answer=200, system=None):
+    return Encoder(Renderer(tokenizer, layout, system), max_prompt, max_answer)
 
 
 def example(body=DIALOGUE, answer=ANSWER):
@@ -27,9 +27,9 @@ def labelled(record):
     return [t for t in record["labels"] if t != IGNORE_INDEX]
 
 
-@pytest.mark.parametrize("format_type, end", [("chat", "<|eot_id|>"), ("instruction", "<|end_of_text|>")])
-def test_only_answer_and_end_token_are_trained(tokenizer, format_type, end):
-    enc = encoder(tokenizer, format_type)
+@pytest.mark.parametrize("layout, end", [("chat", "<|eot_id|>"), ("instruction", "<|end_of_text|>")])
+def test_only_answer_and_end_token_are_trained(tokenizer, layout, end):
+    enc = encoder(tokenizer, layout)
     record = enc.encode(example(), EncodeStats())
     labels, ids = record["labels"], record["input_ids"]
     first = next(i for i, t in enumerate(labels) if t != IGNORE_INDEX)

@@ -141,3 +141,23 @@ def test_deep_merge_does_not_mutate_inputs():
     merged = deep_merge(base, top)
     assert merged == {"a": {"b": 1, "c": [3]}}
     assert base == {"a": {"b": 1, "c": [1, 2]}}
+
+
+def test_old_key_spellings_still_work_with_one_line_each(tmp_path, capsys):
+    recipe = write(tmp_path, "old.yaml", "experiment: t\nmodel: {name: m}\n"
+                   "dataset: {train: x.csv, eval: x.csv, format_type: instruction}\nevaluation: {generate_every_epoch: true}\n")
+    loaded = load_recipe(recipe)
+    assert (loaded.dataset.layout, loaded.evaluation.generate_at_eval) == ("instruction", True)
+    lines = capsys.readouterr().err.splitlines()
+    assert lines == [f"fastft: {recipe}: recipe key dataset.format_type is now called dataset.layout; the old name still works for now",
+                     f"fastft: {recipe}: recipe key evaluation.generate_every_epoch is now called evaluation.generate_at_eval; "
+                     "the old name still works for now"]
+
+    assert load_recipe(write(tmp_path, "new.yaml", MINIMAL), ["dataset.format_type=instruction"]).dataset.layout == "instruction"
+    assert capsys.readouterr().err.count("\n") == 1
+
+
+def test_old_and_new_spelling_together_are_refused(tmp_path):
+    recipe = write(tmp_path, "both.yaml", MINIMAL.replace("train: x.csv", "train: x.csv, layout: chat, format_type: chat"))
+    with pytest.raises(FastftError, match="dataset.format_type and dataset.layout are one setting, given twice"):
+        load_recipe(recipe)

@@ -62,7 +62,7 @@ def test_data_statistics_match_the_encoded_dataset(finished_run):
 
     recipe_path, out = finished_run
     recipe = load_recipe(recipe_path, SIZES[1::2])
-    train, evaluation = build_splits(recipe.dataset, load_tokenizer(recipe.model.name), recipe_path)
+    train, evaluation = build_splits(recipe.dataset, load_tokenizer(recipe.model.name)[0], recipe_path)
     rows = {row[0]: row[1:] for row in _table_rows((out / "report.md").read_text(encoding="utf-8"), "## Data")}
     for name, split in (("train", train), ("eval", evaluation)):
         tokens = sum(len(ids) for ids in split.dataset["input_ids"])

@@ -10,7 +10,7 @@ from fastft.commands.merge import merge_adapter
 from fastft.config.loader import load_recipe
 from fastft.errors import FastftError
 from fastft.evaluation.generate import load_for_inference
-from fastft.models.build import prepare_tokenizer, resolve_recipe
+from fastft.models.resolve import resolve_model
 from fastft.training.build import build_model
 from tests.factories import fastft_trainer, recipe_for, tiny_bpe_tokenizer, tiny_llama_checkpoint
 from tests.test_merge import dense, logits, relative_error
@@ -113,17 +113,16 @@ def test_train_tokens_join_added_chat_tokens_once(tmp_path):
     """A tokenizer without chat markers gets ChatML's; naming one of them again trains its row once."""
     model_dir = tiny_llama_checkpoint(tmp_path / "plain", tiny_bpe_tokenizer(specials=["<s>", "</s>"]))
     recipe_file = recipe_for(tmp_path, model_dir)
-    recipe, _ = resolve_recipe(load_recipe(recipe_file, ["lora.train_tokens=['<|im_end|>', '</s>', '<|im_end|>']"]), quiet)
-    source, tokenizer, new_ids = prepare_tokenizer(recipe, quiet)
-    loaded = build_model(recipe, source, tokenizer, new_ids)
-    expected = tokenizer.convert_tokens_to_ids(["<|im_start|>", "<|im_end|>", "</s>"])
+    resolved = resolve_model(load_recipe(recipe_file, ["lora.train_tokens=['<|im_end|>', '</s>', '<|im_end|>']"]), quiet)
+    loaded = build_model(resolved)
+    expected = resolved.tokenizer.convert_tokens_to_ids(["<|im_start|>", "<|im_end|>", "</s>"])
     assert loaded.model.peft_config["default"].trainable_token_indices == {"embed_tokens": expected}
 
 
 def test_a_string_that_is_not_one_token_is_refused_before_anything_is_written(tmp_path, tiny_llama):
     recipe_file = recipe_for(tmp_path, tiny_llama)
     with pytest.raises(FastftError) as error:
-        prepare_tokenizer(load_recipe(recipe_file, ["lora.train_tokens=['<|eot_id|>', '<|eot_id |>']"]), quiet)
+        resolve_model(load_recipe(recipe_file, ["lora.train_tokens=['<|eot_id|>', '<|eot_id |>']"]), quiet)
     assert str(error.value).startswith("lora.train_tokens: '<|eot_id |>' is not a single token of the tokenizer")
     assert "fix: name a single token of the tokenizer" in str(error.value)
     assert "closest: '<|eot_id|>'" in str(error.value)

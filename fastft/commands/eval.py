@@ -6,7 +6,7 @@ from ..config.loader import load_recipe
 from ..errors import FastftError
 from ..evaluation.evaluate import eval_examples, task_metrics
 from ..evaluation.predict import predict, references, write_predictions
-from ..runtime.progress import progress
+from ..runtime.progress import progress_bar
 
 
 def check_model_choice(adapter, zero_shot) -> None:
@@ -20,11 +20,11 @@ def results_dir(recipe, adapter) -> Path:
     return Path(adapter).parent if adapter else Path(recipe.output.dir) / f"{recipe.experiment}-zero-shot"
 
 
-def evaluate(recipe, recipe_file: Path | None, adapter: Path | None, out_dir: Path, progress=None, log=print) -> dict:
+def evaluate(recipe, recipe_file: Path | None, adapter: Path | None, out_dir: Path, progress_bar=None, notify=print) -> dict:
     if not recipe.dataset.eval:
         raise FastftError("the recipe has no eval split", where="dataset.eval", hint="set dataset.eval to a file to evaluate on")
     rows = eval_examples(recipe.dataset, recipe_file, recipe.dataset.max_eval_samples)
-    predictions = predict(recipe, adapter, rows, progress, log)
+    predictions = predict(recipe, adapter, rows, progress_bar, notify)
     refs = references(rows)
     metrics = task_metrics(recipe.dataset.task, predictions, refs)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -38,4 +38,4 @@ def eval_command(recipe_file: Path, sets, adapter: Path | None, zero_shot: bool,
     check_model_choice(adapter, zero_shot)
     recipe = load_recipe(recipe_file, sets)
     out = out or (Path(adapter).parent / "eval" if adapter else results_dir(recipe, adapter))
-    return evaluate(recipe, recipe_file, adapter, out, progress, notice), out
+    return evaluate(recipe, recipe_file, adapter, out, progress_bar, notice), out

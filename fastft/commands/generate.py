@@ -3,7 +3,7 @@ from pathlib import Path
 
 from ..config.loader import load_recipe
 from ..evaluation.predict import input_examples, predict, references, write_predictions
-from ..runtime.progress import progress
+from ..runtime.progress import progress_bar
 from .eval import check_model_choice, results_dir
 
 
@@ -14,5 +14,5 @@ def generate(recipe_file: Path, sets, adapter: Path | None, zero_shot: bool, inp
     recipe = load_recipe(recipe_file, sets)
     rows = input_examples(recipe, recipe_file, input_file)
     output = output or results_dir(recipe, adapter) / "predictions" / f"{Path(input_file or recipe.dataset.eval).stem}.csv"
-    write_predictions(output, rows, predict(recipe, adapter, rows, progress, notice), references(rows))
+    write_predictions(output, rows, predict(recipe, adapter, rows, progress_bar, notice), references(rows))
     return len(rows), output

@@ -10,7 +10,8 @@ from rich.text import Text
 from ..config.loader import load_recipe
 from ..data.encode import IGNORE_INDEX
 from ..data.pipeline import Split, build_splits
-from ..models.build import prepare_tokenizer
+from ..data.stats import named_splits, split_stats
+from ..models.resolve import resolve_model
 
 TRAINED_STYLE = "bold green"
 MASKED_STYLE = "grey50"
@@ -40,11 +41,10 @@ def split_table(splits: dict[str, Split]) -> Table:
     rows = {name: [] for name in ("examples", "kept", "dropped", "prompt truncated", "answer truncated", "tokens", "trained tokens", "max length")}
     for split_name, split in splits.items():
         table.add_column(split_name, justify="right")
-        s = split.stats
-        lengths = [len(ids) for ids in split.dataset["input_ids"]]
-        trained = sum(sum(1 for label in labels if label != IGNORE_INDEX) for labels in split.dataset["labels"])
-        values = (s.total, s.kept, len(s.dropped), s.prompt_truncated, s.answer_truncated, f"{sum(lengths):,}",
-                  f"{trained:,} ({100.0 * trained / max(sum(lengths), 1):.1f}%)", max(lengths))
+        n = split_stats(split)
+        trained = f"{n['trained_tokens']:,} ({100.0 * n['trained_tokens'] / max(n['tokens'], 1):.1f}%)"
+        values = (n["rendered"], n["kept"], n["dropped"], n["prompt_truncated"], n["answer_truncated"], f"{n['tokens']:,}",
+                  trained, n["max_length"])
         for row, value in zip(rows.values(), values):
             row.append(str(value))
     for name, values in rows.items():
@@ -61,15 +61,16 @@ def show_examples(console: Console, tokenizer, split: Split, count: int) -> None
 
 def preview(recipe_file, sets, count: int, console: Console) -> None:
     recipe = load_recipe(recipe_file, sets)
-    source, tokenizer, _ = prepare_tokenizer(recipe, lambda message: console.print(message, highlight=False))
+    resolved = resolve_model(recipe, lambda message: console.print(message, highlight=False))
+    source, tokenizer = resolved.source, resolved.tokenizer
     train, evaluation = build_splits(recipe.dataset, tokenizer, recipe_file)
     d = recipe.dataset
-    console.print(f"[bold]fastft preview[/bold] {recipe.experiment}: task {d.task}, format {d.format_type}, tokenizer {source}, "
+    console.print(f"[bold]fastft preview[/bold] {recipe.experiment}: task {d.task}, format {d.layout}, tokenizer {source}, "
                   f"max {d.max_prompt_tokens} prompt + {d.max_answer_tokens} answer tokens", highlight=False)
     legend = Text("legend: ") + Text("trained", TRAINED_STYLE) + Text(" / ") + Text("masked (label -100)", MASKED_STYLE)
     console.print(legend)
     show_examples(console, tokenizer, train, count)
-    splits = {"train": train, **({"eval": evaluation} if evaluation else {})}
+    splits = named_splits(train, evaluation)
     console.print(split_table(splits))
     for name, split in splits.items():
         for example_id, reason in split.stats.dropped[:5]:

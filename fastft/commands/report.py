@@ -123,7 +123,7 @@ def _task_section(metrics: dict, output_dir: Path) -> str:
     zero_shot, fine_tuned = metrics.get("zero_shot") or {}, metrics.get("fine_tuned") or {}
     if not zero_shot and not fine_tuned:
         return (
-            "## Task metrics\n\nNot measured in this run. Set `evaluation.generate_every_epoch: true` in the recipe to "
+            "## Task metrics\n\nNot measured in this run. Set `evaluation.generate_at_eval: true` in the recipe to "
             "score generations every epoch, or run `fastft eval RECIPE --zero-shot` and "
             f"`fastft eval RECIPE --adapter {output_dir / 'final_model'}`."
         )

@@ -3,6 +3,8 @@ import platform
 
 import torch
 
+from ..data.stats import named_splits, split_stats
+
 
 def versions() -> str:
     import peft
@@ -29,33 +31,8 @@ def model_summary(log, recipe, loaded, optimizer: str, args) -> None:
     log(f"  versions   {versions()}")
 
 
-def split_stats(split) -> dict:
-    """The numbers a split is summarised by, in the start-up summary and in report.md."""
-    s = split.stats
-    lengths = [len(ids) for ids in split.dataset["input_ids"]]
-    return {
-        "examples": len(split.dataset),
-        "rendered": s.total,
-        "path": str(split.path),
-        "tokens": sum(lengths),
-        "trained_tokens": sum(sum(1 for label in labels if label != -100) for labels in split.dataset["labels"]),
-        "max_length": max(lengths),
-        "prompt_truncated": s.prompt_truncated,
-        "answer_truncated": s.answer_truncated,
-        "dropped": len(s.dropped),
-    }
-
-
-def _named(train, evaluation) -> list[tuple[str, object]]:
-    return [(name, split) for name, split in (("train", train), ("eval", evaluation)) if split is not None]
-
-
-def data_stats(train, evaluation) -> dict:
-    return {name: split_stats(split) for name, split in _named(train, evaluation)}
-
-
 def data_summary(log, train, evaluation) -> None:
-    for name, split in _named(train, evaluation):
+    for name, split in named_splits(train, evaluation).items():
         n = split_stats(split)
         log(
             f"  data {name:5s} {n['examples']} examples from {n['rendered']} rendered ({n['path']}); "

@@ -157,8 +157,8 @@ def write_sweep_table(sweep_dir: Path, grid: dict[str, list[str]], cells: list[C
         memory = f"{fmt(m['peak_memory_gib'])} ({m.get('peak_memory_kind')})" if "peak_memory_gib" in m else None
         rows.append([*cell.values.values(), cell.status, m.get("eval_loss_after"), *([score[1] if score else None] if score_name else []),
                      m.get("train_tokens_per_s"), memory, report])
-    note = "" if score_name else ("\n\nNo task metric: set `evaluation.generate_every_epoch: true` (e.g. `--set "
-                                  "evaluation.generate_every_epoch=true`) to score generations in every cell.")
+    note = "" if score_name else ("\n\nNo task metric: set `evaluation.generate_at_eval: true` (e.g. `--set "
+                                  "evaluation.generate_at_eval=true`) to score generations in every cell.")
     _plot_cells(sweep_dir / SWEEP_CHART, [cell_name(cell.values) for cell in cells], {
         "eval loss": [m.get("eval_loss_after") for m in metrics],
         **({score_name: [score[1] if score else None for score in scores]} if score_name else {}),

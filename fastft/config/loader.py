@@ -8,6 +8,7 @@ own folder) or in fastft's shipped recipes/ folder, after symlinks are followed:
 neither read files outside its project nor learn whether they exist.
 """
 import difflib
+import sys
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -20,6 +21,8 @@ from .schema import Recipe
 from .strict_yaml import Refused, parse
 
 BASE_KEY = "_base_"
+# Recipe keys renamed since: the old spelling is still read, and each use of it prints one line saying so.
+RENAMED = {"dataset.format_type": "dataset.layout", "evaluation.generate_every_epoch": "evaluation.generate_at_eval"}
 SET_SOURCE = "--set"
 SHIPPED_RECIPES = Path(__file__).resolve().parents[2] / "recipes"
 _SHOWN_CHARS = 80  # of a rejected value, so a huge or multi-line value still gives a one-line problem
@@ -50,6 +53,7 @@ def read_layers(path: Path, _chain: tuple = (), _roots: tuple = ()) -> tuple[dic
         cycle = " -> ".join(str(p) for p in (*_chain, path))
         raise FastftError("`_base_` inheritance forms a cycle", where=str(path), hint=f"break the cycle: {cycle}")
     data = _read_yaml(path)
+    _rename_old_keys(data, str(path))
     roots = _roots or base_roots(path)
     base_ref = data.pop(BASE_KEY, None)
     merged, sources = {}, {}
@@ -58,6 +62,26 @@ def read_layers(path: Path, _chain: tuple = (), _roots: tuple = ()) -> tuple[dic
         merged, sources = deep_merge(merged, base_data), {**sources, **base_sources}
     _record_sources(data, str(path), sources)
     return deep_merge(merged, data), sources
+
+
+def _renamed(key: str, where: str) -> str:
+    """The current name of a dotted recipe key."""
+    new = RENAMED.get(key)
+    if new is None:
+        return key
+    print(f"fastft: {where}: recipe key {key} is now called {new}; the old name still works for now", file=sys.stderr)
+    return new
+
+
+def _rename_old_keys(data: dict, where: str) -> None:
+    for old, new in RENAMED.items():
+        section, name = old.split(".")
+        part = data.get(section)
+        if isinstance(part, dict) and name in part:
+            new_name = _renamed(old, where).split(".")[1]
+            if new_name in part:
+                raise FastftError(f"{old} and {new} are one setting, given twice", where=where, hint=f"keep {new} only")
+            part[new_name] = part.pop(name)
 
 
 def project_folder(recipe: Path) -> Path:
@@ -143,6 +167,7 @@ def apply_override(data: dict, sources: dict, item: str) -> None:
     key = key.strip()
     if not sep or not key or any(not part for part in key.split(".")):
         raise FastftError(f"bad override {item!r}", where=SET_SOURCE, hint="write it as section.key=value, e.g. training.learning_rate=1e-4")
+    key = _renamed(key, SET_SOURCE)
     try:
         value = parse(raw) if raw.strip() else ""
     except Refused as exc:

@@ -1,8 +1,8 @@
 """Tokenize rendered examples into input_ids and labels: prompt masked, answers kept, prompt cut from the left."""
 from dataclasses import dataclass, field
 
-from .formats import Example
 from .render import Piece, Renderer
+from .tasks import Example
 
 IGNORE_INDEX = -100
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from ..errors import FastftError
 from .chat_templates import END_OF_TURN_TOKENS, template_for
-from .formats import Example
+from .tasks import Example
 
 _CUT, _CUT_END, _TRAIN, _TRAIN_END = "\ue000", "\ue001", "\ue002", "\ue003"  # never in real text
 _REGION = re.compile(f"({_CUT}.*?{_CUT_END}|{_TRAIN}.*?{_TRAIN_END})", re.S)
@@ -28,24 +28,24 @@ class Piece:
 
 
 class Renderer:
-    def __init__(self, tokenizer, format_type: str, system_prompt: str | None = None):
+    def __init__(self, tokenizer, layout: str, system_prompt: str | None = None):
         self.tokenizer = tokenizer
-        self.format_type = format_type
+        self.layout = layout
         self.system_prompt = system_prompt
-        self.template = template_for(tokenizer) if format_type == "chat" else None
-        self.end_token = self._chat_end_token() if format_type == "chat" else tokenizer.eos_token
+        self.template = template_for(tokenizer) if layout == "chat" else None
+        self.end_token = self._chat_end_token() if layout == "chat" else tokenizer.eos_token
         if not self.end_token:
             raise FastftError(
                 "the tokenizer has no end-of-sequence token, so the model could never learn to stop",
-                hint="use a tokenizer with an eos_token, or format_type: chat with a chat template",
+                hint="use a tokenizer with an eos_token, or layout: chat with a chat template",
             )
 
     def prompt_pieces(self, example: Example) -> list[Piece]:
-        if self.format_type == "chat":
+        if self.layout == "chat":
             text = self._render_chat(self._messages(example), add_generation_prompt=True)
         elif example.history:
-            raise FastftError("a multi-turn chat cannot be written in the ### Instruction layout", where="dataset.format_type",
-                              hint="use format_type: chat with task: chat")
+            raise FastftError("a multi-turn chat cannot be written in the ### Instruction layout", where="dataset.layout",
+                              hint="use layout: chat with task: chat")
         else:
             text = self._render_instruction(example)
         return self._split(text)
@@ -112,7 +112,7 @@ class Renderer:
                 return token
         raise FastftError(
             f"the chat template ends an assistant turn with {after[:30]!r}, not a known end-of-turn token",
-            hint="set format_type: instruction, or give the tokenizer a chat template that ends turns with a special token",
+            hint="set layout: instruction, or give the tokenizer a chat template that ends turns with a special token",
         )
 
     def _check_markers(self, rendered: str) -> None:
@@ -123,7 +123,7 @@ class Renderer:
             raise FastftError(
                 f"the chat template needs token(s) {', '.join(missing)} that the tokenizer lacks",
                 where="model.name",
-                hint="use the model's own tokenizer and template, or format_type: instruction",
+                hint="use the model's own tokenizer and template, or layout: instruction",
             )
 
     def _render_instruction(self, example: Example) -> str:

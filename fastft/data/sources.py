@@ -6,6 +6,7 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..config.schema import DATA_PATHS
 from ..errors import FastftError
 from ..runtime.utf8 import file_head_problem, not_utf8
 
@@ -27,7 +28,7 @@ class Source:
 
 
 def resolve_data_path(value: str, recipe_file: Path | None) -> Path:
-    """Relative paths are taken from the working directory, then from the recipe's folder and its parents."""
+    """A recipe's data path: absolute, or {DATA_PATHS}."""
     path = Path(value)
     if path.is_absolute() or path.exists() or recipe_file is None:
         return path
@@ -39,7 +40,7 @@ def resolve_data_path(value: str, recipe_file: Path | None) -> Path:
 
 def load_rows(path: Path, label: str) -> Source:
     if not path.exists():
-        raise FastftError(f"{label}: file not found: {path}", hint="check the path in the recipe (relative to where you run fastft)")
+        raise FastftError(f"{label}: file not found: {path}", hint=f"check the path in the recipe ({DATA_PATHS})")
     builder = _builder(path, label)
     # datasets reports a bad JSON line without its number, a wrong encoding or an empty file as a generic
     # failure, and takes JSON that is not a list of objects in odd ways: check text files first.

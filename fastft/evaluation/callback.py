@@ -8,9 +8,9 @@ from pathlib import Path
 from transformers import TrainerCallback
 
 from ..config.schema import GENERATION_METRICS
-from ..data.pipeline import build_encoder
+from ..data.pipeline import Split, build_encoder
 from ..runtime.outputs import GENERATIONS
-from .evaluate import eval_examples, task_metrics
+from .evaluate import task_metrics
 from .generate import generate_texts
 from .predict import references, write_predictions
 
@@ -22,21 +22,19 @@ def evaluation_name(state) -> str:
 
 
 class EpochGeneration(TrainerCallback):
-    """`log` is the trainer's own `log`: Trainer logs an evaluation before it calls on_evaluate, so the task
+    """`log_metrics` is the trainer's own `log`: Trainer logs an evaluation before it calls on_evaluate, so the task
     metrics go out as a second entry at the same step (log history, run log, TensorBoard)."""
 
-    def __init__(self, recipe, recipe_file: Path | None, tokenizer, output_dir: Path, log):
-        limit = recipe.evaluation.max_samples
-        if recipe.dataset.max_eval_samples:
-            limit = min(limit, recipe.dataset.max_eval_samples)
-        self.examples = eval_examples(recipe.dataset, recipe_file, limit)
+    def __init__(self, recipe, evaluation: Split, tokenizer, output_dir: Path, log_metrics):
+        # The first examples of the eval split training evaluates on (already cut to dataset.max_eval_samples).
+        self.examples = evaluation.examples[: recipe.evaluation.max_samples]
         self.references = references(self.examples)
         self.encoder = build_encoder(recipe.dataset, tokenizer)
         self.tokenizer = tokenizer
         self.generation = recipe.generation
         self.task = recipe.dataset.task
         self.folder = output_dir / GENERATIONS
-        self.log = log
+        self.log_metrics = log_metrics
 
     def on_evaluate(self, args, state, control, model=None, metrics=None, **kwargs):
         predictions = self._generate(model)
@@ -47,7 +45,7 @@ class EpochGeneration(TrainerCallback):
         if scores:
             logged = {f"eval_{name}": value for name, value in scores.items()}
             metrics.update(logged)  # the dict evaluate() returns and the best checkpoint is chosen from
-            self.log(logged)
+            self.log_metrics(logged)
 
     def _generate(self, model) -> list[str]:
         was_training = model.training

@@ -1,8 +1,8 @@
 """A conversation with a model, each prompt rendered by the training template."""
 from pathlib import Path
 
-from ..data.formats import Example, Turn
 from ..data.pipeline import build_encoder
+from ..data.tasks import Example, Turn
 from .generate import generate_texts, load_for_inference
 
 
@@ -12,7 +12,7 @@ class Conversation:
 
     def __init__(self, model, tokenizer, encoder, gen_cfg):
         self.model, self.tokenizer, self.encoder, self.gen_cfg = model, tokenizer, encoder, gen_cfg
-        self.keeps_history = encoder.renderer.format_type == "chat"
+        self.keeps_history = encoder.renderer.layout == "chat"
         self.turns: list[Turn] = []
 
     def prompt_for(self, text: str) -> Example:
@@ -30,6 +30,6 @@ class Conversation:
         self.turns = []
 
 
-def open_conversation(recipe, adapter: Path, log=print) -> Conversation:
-    model, tokenizer = load_for_inference(recipe, adapter, log)
+def open_conversation(recipe, adapter: Path, notify=print) -> Conversation:
+    model, tokenizer = load_for_inference(recipe, adapter, notify)
     return Conversation(model, tokenizer, build_encoder(recipe.dataset, tokenizer), recipe.generation)

@@ -4,33 +4,21 @@ from pathlib import Path
 import torch
 
 from ..errors import FastftError
-from ..models.adapters import read_adapter_config
-from ..models.build import prepare_tokenizer, resolve_recipe
-from ..models.loader import load_base_model
+from ..models.adapters import load_with_adapter, read_adapter_config
+from ..models.resolve import resolve_model
 
 
-def load_for_inference(recipe, adapter: Path | None, progress=print):
+def load_for_inference(recipe, adapter: Path | None, notify=print):
     """(model, tokenizer): the base model, with the adapter (and the tokenizer saved beside it) when given."""
     from transformers import AutoTokenizer
 
-    recipe, _ = resolve_recipe(recipe, progress)
-    source, tokenizer, _ = prepare_tokenizer(recipe, progress)
+    resolved = resolve_model(recipe, notify)
+    recipe, tokenizer = resolved.recipe, resolved.tokenizer
     if adapter is not None:
         read_adapter_config(Path(adapter))  # a clear message for a folder that is not an adapter
         # carries the chat template and any added tokens; trust_remote_code given, so transformers never asks on stdin
         tokenizer = AutoTokenizer.from_pretrained(adapter, trust_remote_code=recipe.model.trust_remote_code)
-    model, _ = load_base_model(recipe.model, recipe.qlora, source)
-    if len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
-        model.resize_token_embeddings(len(tokenizer))
-    if adapter is not None:
-        from peft import PeftModel
-
-        model = PeftModel.from_pretrained(model, adapter)
-        if recipe.model.quantization == "none":
-            # Unmerged, every decoding step pays the LoRA matmuls and, for trained token rows, a copy of the whole
-            # embedding matrix (2x the generation time for Gemma 3 270M's 262k rows). A 4-bit base stays unmerged:
-            # folding LoRA into NF4 weights would requantize them.
-            model = model.merge_and_unload()
+    model = load_with_adapter(recipe.model, recipe.qlora, resolved.source, tokenizer, adapter)
     return model.eval(), tokenizer
 
 
@@ -56,13 +44,13 @@ def generation_prompts(encoder, examples) -> list[list[int]]:
     return prompts
 
 
-def generate_texts(model, tokenizer, encoder, examples, gen_cfg, progress=None) -> list[str]:
+def generate_texts(model, tokenizer, encoder, examples, gen_cfg, progress_bar=None) -> list[str]:
     """One completion per example, stopped at the template's end-of-turn token."""
     stop = [tokenizer.convert_tokens_to_ids(encoder.renderer.end_token), tokenizer.eos_token_id]
     prompts = generation_prompts(encoder, examples)
     starts = range(0, len(prompts), gen_cfg.batch_size)
     outputs = []
-    for start in progress(starts, desc="Generating") if progress else starts:
+    for start in progress_bar(starts, desc="Generating") if progress_bar else starts:
         ids, mask = _left_pad(prompts[start:start + gen_cfg.batch_size], tokenizer.pad_token_id)
         sample = gen_cfg.temperature > 0
         with torch.no_grad():

@@ -2,8 +2,8 @@
 import csv
 from pathlib import Path
 
-from ..data.formats import Example
 from ..data.pipeline import build_encoder, build_task, examples, open_split
+from ..data.tasks import Example
 from ..errors import FastftError
 from .generate import generate_texts, load_for_inference
 
@@ -26,10 +26,10 @@ def input_examples(recipe, recipe_file: Path | None, input_file: Path | None) ->
     return read_examples(recipe.dataset, recipe.dataset.eval, "dataset.eval", recipe_file, recipe.dataset.max_eval_samples)
 
 
-def predict(recipe, adapter: Path | None, rows: list[Example], progress=None, log=print) -> list[str]:
+def predict(recipe, adapter: Path | None, rows: list[Example], progress_bar=None, notify=print) -> list[str]:
     """One generated answer per row, from the base model with `adapter` (or without, when None)."""
-    model, tokenizer = load_for_inference(recipe, adapter, log)
-    return generate_texts(model, tokenizer, build_encoder(recipe.dataset, tokenizer), rows, recipe.generation, progress)
+    model, tokenizer = load_for_inference(recipe, adapter, notify)
+    return generate_texts(model, tokenizer, build_encoder(recipe.dataset, tokenizer), rows, recipe.generation, progress_bar)
 
 
 def references(rows: list[Example]) -> list[str] | None:

@@ -9,8 +9,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from ..errors import FastftError
 from ..data.chat_templates import GEMMA_TEMPLATE
+from ..errors import FastftError
 
 EMBEDDED_PREFIX = "embedded:"
 EMBEDDED_MODELS = ("gemma3-270m",)
@@ -25,7 +25,7 @@ def is_embedded(name: str) -> bool:
     return name.startswith(EMBEDDED_PREFIX)
 
 
-def resolve_embedded(name: str, progress=print) -> Path:
+def resolve_embedded(name: str, notify=print) -> Path:
     """Return the local checkpoint folder for `embedded:<id>`, converting it on first use."""
     model_id = name[len(EMBEDDED_PREFIX):]
     if model_id not in EMBEDDED_MODELS:
@@ -36,7 +36,7 @@ def resolve_embedded(name: str, progress=print) -> Path:
     target = cache_root() / model_id
     if (target / "config.json").exists() and (target / "model.safetensors").exists():
         return target
-    progress(f"Converting the packaged Gemma 3 270M GGUF into {target} (once; about a minute) ...")
+    notify(f"Converting the packaged Gemma 3 270M GGUF into {target} (once; about a minute) ...")
     _convert_gemma3_270m(target)
     return target
 

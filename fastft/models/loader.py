@@ -8,8 +8,6 @@ from ..errors import FastftError
 from ..runtime.distributed import local_rank
 from .embedded import is_embedded, resolve_embedded
 
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
 
 @dataclass
 class LoadedModel:
@@ -28,26 +26,31 @@ def device_name() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def torch_dtype(name: str) -> torch.dtype:
+    """The torch dtype of one of config.schema.DTYPE_NAMES."""
+    return getattr(torch, name)
+
+
 def resolve_dtype(name: str) -> torch.dtype:
     if name != "auto":
-        return _DTYPES[name]
+        return torch_dtype(name)
     if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
         return torch.bfloat16
     return torch.float32  # CPU matmuls are fastest and exact in fp32
 
 
-def resolve_source(name: str, progress=print) -> str:
+def resolve_source(name: str, notify=print) -> str:
     if is_embedded(name):
-        return str(resolve_embedded(name, progress))
+        return str(resolve_embedded(name, notify))
     return name
 
 
-def load_tokenizer(source: str, trust_remote_code: bool = False, progress=print):
-    """The tokenizer, after check_checkpoint: every command loads it first, so a model fastft will not load
-    is refused before anything is written."""
+def load_tokenizer(source: str, trust_remote_code: bool = False, notify=print):
+    """(tokenizer, model config or None), after check_checkpoint: every command loads the tokenizer first, so a
+    model fastft will not load is refused before anything is written."""
     from transformers import AutoTokenizer
 
-    check_checkpoint(source, trust_remote_code, progress)
+    config = check_checkpoint(source, trust_remote_code, notify)
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
     except OSError as exc:
@@ -57,12 +60,13 @@ def load_tokenizer(source: str, trust_remote_code: bool = False, progress=print)
         pad = "<|finetune_right_pad_id|>" if "<|finetune_right_pad_id|>" in tokenizer.get_vocab() else tokenizer.eos_token
         tokenizer.pad_token = pad
     tokenizer.padding_side = "right"
-    return tokenizer
+    return tokenizer, config
 
 
-def check_checkpoint(source: str, trust_remote_code: bool, progress=print) -> None:
+def check_checkpoint(source: str, trust_remote_code: bool, notify=print):
     """Weights load only from safetensors (a pickle can run code when unpickled), and a checkpoint's own Python
-    code runs only when the recipe sets model.trust_remote_code, which is then announced."""
+    code runs only when the recipe sets model.trust_remote_code, which is then announced. Returns the model's
+    config, the one read of it; None when there is none (a tokenizer-only folder: loading the model reports it)."""
     from transformers import AutoConfig
 
     folder = Path(source)
@@ -75,12 +79,13 @@ def check_checkpoint(source: str, trust_remote_code: bool, progress=print) -> No
                  ".save_pretrained(folder), which writes model.safetensors",
         )
     if trust_remote_code:
-        progress(f"warning: model.trust_remote_code is true: Python code shipped with {source} runs on this machine")
+        notify(f"warning: model.trust_remote_code is true: Python code shipped with {source} runs on this machine")
     try:
-        AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code)
-    except (OSError, ValueError) as exc:  # no config (a tokenizer-only folder, say): loading the model reports it
+        return AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as exc:
         if "trust_remote_code" in str(exc):
             raise _untrusted_code(source) from None
+        return None
 
 
 def _untrusted_code(source: str) -> FastftError:
@@ -108,7 +113,7 @@ def load_base_model(model_cfg, qlora_cfg, source: str):
             load_in_4bit=True,
             bnb_4bit_quant_type=qlora_cfg.quant_type,
             bnb_4bit_use_double_quant=qlora_cfg.double_quant,
-            bnb_4bit_compute_dtype=_DTYPES[qlora_cfg.compute_dtype],
+            bnb_4bit_compute_dtype=torch_dtype(qlora_cfg.compute_dtype),
         )
         if torch.cuda.is_available():  # each data-parallel rank holds its whole 4-bit copy on its own GPU
             kwargs["device_map"] = {"": local_rank()}

@@ -13,8 +13,7 @@ import torch
 
 from ..config.schema import SEVEN_PROJECTIONS
 from ..errors import FastftError
-
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+from .loader import torch_dtype
 
 
 def unsloth_installed() -> bool:
@@ -54,7 +53,7 @@ def load_with_unsloth(recipe, source: str | None = None):
     model, tokenizer = FastLanguageModel.from_pretrained(
         model_name=source or recipe.model.name,
         max_seq_length=recipe.dataset.max_prompt_tokens + recipe.dataset.max_answer_tokens,
-        dtype=_DTYPES.get(recipe.model.dtype),  # None ("auto") lets Unsloth pick bf16 where the GPU has it
+        dtype=None if recipe.model.dtype == "auto" else torch_dtype(recipe.model.dtype),  # None ("auto") lets Unsloth pick bf16 where the GPU has it
         load_in_4bit=recipe.model.quantization == "nf4",
         trust_remote_code=recipe.model.trust_remote_code,
     )

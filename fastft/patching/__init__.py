@@ -8,7 +8,7 @@ stay transformers'. The loss kernel is not patched here: fastft.patching.loss.pr
 """
 from collections.abc import Mapping
 
-from .families import FAMILIES, family_of, text_config
+from ..models.families import FAMILIES, family_for, text_config
 from .lora import patch_lora
 from .mlp import patch_mlps
 from .norms import patch_norms
@@ -30,7 +30,7 @@ def _switches(kernels_cfg) -> dict:
 def apply_kernels(model, kernels_cfg=None) -> PatchReport:
     """Patch `model` (PeftModelForCausalLM, or a transformers model with PEFT LoRA layers) in place."""
     on = _switches(kernels_cfg)
-    family, model_type = family_of(model)
+    family, model_type = family_for(getattr(model, "config", None))
     report = PatchReport(family=family.name if family else model_type)
     report.turned_off = [kind for kind in _SWITCHES if not on[kind]]
     if on["loss"]:
@@ -44,7 +44,7 @@ def apply_kernels(model, kernels_cfg=None) -> PatchReport:
         )
         return report
     if on["mlp"]:
-        patch_mlps(model, family, text_config(model), report)
+        patch_mlps(model, family, text_config(model.config), report)
     if on["rms_norm"]:
         patch_norms(model, family, report)
     if on["rope"]:

@@ -1,7 +1,7 @@
 """Progress bars for the long loops (tokenizing, generating); Trainer draws its own."""
 
 
-def progress(iterable, desc: str):
+def progress_bar(iterable, desc: str):
     from tqdm.auto import tqdm
 
     return tqdm(iterable, desc=desc, leave=False)

@@ -1,21 +1,65 @@
-"""A LoRA-wrapped model with fastft's kernels in it, ready to train."""
-from ..models.chat_tokens import train_token_ids
+"""The one place a recipe becomes a model ready to train and the FastftTrainer that trains it: `fastft run`,
+the tests and bench/ all build through here."""
+from pathlib import Path
+
+from transformers import ProgressCallback, set_seed
+
+from ..data.collator import PadCollator
 from ..models.loader import LoadedModel, add_lora, count_params, device_name, load_base_model, resolve_dtype
 from ..models.unsloth_backend import load_with_unsloth
 from ..patching import apply_kernels
+from .args import sft_config
+from .trainer import FastftTrainer
 
 
-def build_model(recipe, source: str, tokenizer, new_ids: list[int], backend: str = "hf") -> LoadedModel:
-    """`recipe` as resolve_recipe returns it; `backend` from unsloth_backend.select_backend, called before anything is written."""
+class _ProgressBarOnly(ProgressCallback):
+    """Trainer's progress bar without its printout of every log dict: the run log already prints those lines."""
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        pass
+
+
+def build_model(resolved, backend: str = "hf") -> LoadedModel:
+    """The base model with LoRA (and the trained token rows) and fastft's kernels. `backend` from
+    unsloth_backend.select_backend, called before anything is written."""
+    recipe = resolved.recipe
+    # Seeded right before the adapters are made (their A matrices are drawn there), before the Trainer seeds anything.
     if backend == "unsloth":
-        model, _ = load_with_unsloth(recipe, source)  # unverified until a GPU run exists
+        set_seed(recipe.seed)
+        model, _ = load_with_unsloth(recipe, resolved.source)  # unverified until a GPU run exists
         dtype = resolve_dtype(recipe.model.dtype)
     else:
-        model, dtype = load_base_model(recipe.model, recipe.qlora, source)
-        if new_ids:
-            model.resize_token_embeddings(len(tokenizer))
-        trained_ids = list(dict.fromkeys(new_ids + train_token_ids(tokenizer, recipe.lora.train_tokens)))
-        model = add_lora(model, recipe.lora, recipe.model.quantization == "nf4", recipe.training.gradient_checkpointing, trained_ids)
+        model, dtype = load_base_model(recipe.model, recipe.qlora, resolved.source)
+        if resolved.new_token_ids:
+            model.resize_token_embeddings(len(resolved.tokenizer))
+        set_seed(recipe.seed)
+        model = add_lora(model, recipe.lora, recipe.model.quantization == "nf4", recipe.training.gradient_checkpointing,
+                         resolved.trained_token_ids)
     kernels = apply_kernels(model, recipe.kernels)
     trainable, total = count_params(model)
-    return LoadedModel(model, tokenizer, source, device_name(), dtype, trainable, total, backend, kernels)
+    return LoadedModel(model, resolved.tokenizer, resolved.source, device_name(), dtype, trainable, total, backend, kernels)
+
+
+def build_trainer(resolved, train_dataset, eval_dataset, checkpoints: Path, backend: str = "hf", callbacks=(),
+                  save: bool = True) -> tuple[FastftTrainer, LoadedModel]:
+    """(trainer, model). Trainer saves its checkpoints in `checkpoints`; `save=False` (tests) saves none and draws
+    no progress bar."""
+    recipe, tokenizer = resolved.recipe, resolved.tokenizer
+    loaded = build_model(resolved, backend)
+    args = sft_config(recipe, str(checkpoints), eval_dataset is not None, loaded.dtype)
+    if not save:
+        args.save_strategy, args.disable_tqdm = "no", True
+    trainer = FastftTrainer(
+        model=loaded.model,
+        args=args,
+        train_dataset=train_dataset,
+        eval_dataset=eval_dataset,
+        processing_class=tokenizer,
+        data_collator=PadCollator(tokenizer.pad_token_id, with_ids=True),
+        callbacks=list(callbacks),
+        fused_loss=recipe.kernels.loss,
+        token_budget=(recipe.dataset.max_prompt_tokens, recipe.dataset.max_answer_tokens),
+    )
+    if trainer.pop_callback(ProgressCallback):  # absent when progress bars are disabled
+        trainer.add_callback(_ProgressBarOnly)
+    return trainer, loaded

@@ -4,12 +4,12 @@ The last assistant turn is the answer (kept whole, like every task's answer); th
 which left-truncation shortens from the oldest turn on. Turns after the last assistant turn cannot be trained
 and are left out.
 """
-from .base import Example, RowError, TaskFormat, Turn
+from .base import Example, RowError, Task, Turn
 
 ROLES = ("system", "user", "assistant")
 
 
-class ChatFormat(TaskFormat):
+class ChatTask(Task):
     fields = {"messages": "messages"}
     id_column = "id"
 

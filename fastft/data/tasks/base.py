@@ -35,7 +35,7 @@ class RowError(ValueError):
         self.hint = hint
 
 
-class TaskFormat:
+class Task:
     """Maps the task's fields to file columns (overridable by `dataset.columns`) and builds Examples."""
 
     fields: dict[str, str] = {}  # task field -> default column name

@@ -1,8 +1,8 @@
 """Alpaca-style rows: instruction, optional input, response (the seed's Solidity file has no input column)."""
-from .base import Example, TaskFormat
+from .base import Example, Task
 
 
-class InstructionFormat(TaskFormat):
+class InstructionTask(Task):
     fields = {"instruction": "instruction", "input": "input", "response": "response"}
     optional = ("input",)
     answer_fields = ("response",)

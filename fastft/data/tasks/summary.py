@@ -1,8 +1,8 @@
 """Korean dialogue summarization in the competition's CSV schema: fname, dialogue, summary, topic."""
-from .base import Example, TaskFormat
+from .base import Example, Task
 
 
-class SummaryFormat(TaskFormat):
+class SummaryTask(Task):
     fields = {"dialogue": "dialogue", "summary": "summary"}
     id_column = "fname"
     answer_fields = ("summary",)

@@ -4,10 +4,10 @@ The answer always begins with the category (e.g. `SWC-107`), so the first genera
 accuracy can be read off the first line; a response that already starts with it is used as it is,
 and a row without a response is trained on the category alone.
 """
-from .base import Example, TaskFormat
+from .base import Example, Task
 
 
-class ClassificationFormat(TaskFormat):
+class ClassificationTask(Task):
     fields = {"code": "input", "category": "category", "explanation": "response"}
     optional = ("explanation",)
     answer_fields = ("category", "explanation")

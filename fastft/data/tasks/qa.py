@@ -1,8 +1,8 @@
 """Korean extractive QA: context, question, answer. The context is what left-truncation shortens; the question stays."""
-from .base import Example, TaskFormat
+from .base import Example, Task
 
 
-class QaFormat(TaskFormat):
+class QaTask(Task):
     fields = {"context": "context", "question": "question", "answer": "answer"}
     id_column = "id"
     answer_fields = ("answer",)
