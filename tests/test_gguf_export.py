@@ -329,32 +329,59 @@ def test_refusals_say_what_and_how_to_fix_and_write_nothing(tmp_path, case):
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.slow
-def test_embedded_gemma3_270m_generates_the_same_summaries_from_its_f16_gguf(tmp_path):
-    """The packaged default (converted once into fastft's cache) exported f16 and read back by transformers: same
-    greedy 20-token continuation for 3 dev dialogues, same token ids for the dev texts."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+@pytest.fixture(scope="module")
+def default_model(tmp_path_factory):
+    """The packaged default (Gemma 3 270M, converted once into fastft's cache), its f16 GGUF, 3 dev dialogues as chat
+    prompts and the source model's greedy 20-token continuations of them."""
+    from transformers import AutoModelForCausalLM
 
     tokenizer = real_tokenizer("gemma3")
     model = AutoModelForCausalLM.from_pretrained(tokenizer.name_or_path, dtype=torch.float32).eval()
     started = time.perf_counter()
-    path = write_gguf(model, tokenizer, tmp_path / "gemma3-270m-f16.gguf", quant="f16")
-    exported = time.perf_counter()
+    path = write_gguf(model, tokenizer, tmp_path_factory.mktemp("default") / "gemma3-270m-f16.gguf", quant="f16")
+    print(f"\nexport {time.perf_counter() - started:.1f} s, {os.path.getsize(path) / 2**20:.0f} MiB")
+    with SAMPLE_DEV.open(encoding="utf-8") as f:
+        dialogues = [row["dialogue"] for row in csv.DictReader(f)][:3]
+    prompts = [tokenizer.apply_chat_template([{"role": "user", "content": f"다음 대화를 요약하세요.\n{dialogue}"}],
+                                             add_generation_prompt=True, return_tensors="pt", return_dict=True)["input_ids"]
+               for dialogue in dialogues]
+    with torch.no_grad():
+        continuations = [model.generate(ids, max_new_tokens=20, do_sample=False)[0, ids.shape[1]:].tolist() for ids in prompts]
+    return tokenizer, path, prompts, continuations
+
+
+@pytest.mark.slow
+def test_default_model_reads_back_in_transformers_with_the_same_summaries(default_model):
+    from transformers import AutoTokenizer
+
+    tokenizer, path, prompts, continuations = default_model
+    started = time.perf_counter()
     reloaded = _reload(path)
     loaded = time.perf_counter()
     reloaded_tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
-    tokenized = time.perf_counter()
-    print(f"\nexport {exported - started:.1f} s ({os.path.getsize(path) / 2**20:.0f} MiB), model reload "
-          f"{loaded - exported:.1f} s, tokenizer reload {tokenized - loaded:.1f} s")
-
-    with SAMPLE_DEV.open(encoding="utf-8") as f:
-        dialogues = [row["dialogue"] for row in csv.DictReader(f)][:3]
-    for dialogue in dialogues:
-        messages = [{"role": "user", "content": f"다음 대화를 요약하세요.\n{dialogue}"}]
-        ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt", return_dict=True)["input_ids"]
-        kwargs = {"max_new_tokens": 20, "do_sample": False}
-        with torch.no_grad():
-            expected, actual = model.generate(ids, **kwargs), reloaded.generate(ids, **kwargs)
-        assert actual.tolist() == expected.tolist(), tokenizer.decode(expected[0, ids.shape[1]:])
+    print(f"\nmodel reload {loaded - started:.1f} s, tokenizer reload {time.perf_counter() - loaded:.1f} s")
+    with torch.no_grad():
+        for ids, expected in zip(prompts, continuations):
+            actual = reloaded.generate(ids, max_new_tokens=20, do_sample=False)[0, ids.shape[1]:].tolist()
+            assert actual == expected, tokenizer.decode(expected)
     for text in _texts():
         assert reloaded_tokenizer(text)["input_ids"] == tokenizer(text)["input_ids"], text[:40]
+
+
+@pytest.mark.slow
+def test_default_model_runs_in_llama_cpp_with_the_same_summaries(default_model):
+    llama_cpp = pytest.importorskip("llama_cpp")
+    tokenizer, path, prompts, continuations = default_model
+    started = time.perf_counter()
+    runtime = llama_cpp.Llama(model_path=str(path), n_ctx=1024, logits_all=True, verbose=False)
+    print(f"\nllama.cpp load {time.perf_counter() - started:.1f} s")
+    for text in _texts():
+        assert runtime.tokenize(text.encode(), add_bos=True, special=False) == tokenizer(text)["input_ids"], text[:40]
+    for ids, expected in zip(prompts, continuations):
+        runtime.reset()
+        runtime.eval(ids[0].tolist())
+        actual = []
+        for _ in expected:  # as many as the source generated before its end-of-turn token, if it stopped early
+            actual.append(int(runtime.scores[runtime.n_tokens - 1].argmax()))
+            runtime.eval(actual[-1:])
+        assert actual == expected, tokenizer.decode(expected)
