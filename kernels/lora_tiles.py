@@ -49,10 +49,12 @@ def _k_steps(dtype: torch.dtype) -> tuple[int, ...]:
     return tuple(step // size for step in (256, 128, 64))
 
 
-def _warps(tiles_a: int, tiles_b: int, masked_elements: int) -> int:
+def _warps(tiles_a: int, tiles_b: int, masked_elements: int, dtype: torch.dtype) -> int:
     """8 warps where 4 would leave a thread >= 96 accumulator elements, counting each element of a dropout-masked
-    tile twice: its hash runs in registers beside the accumulator (4 warps spilled at bf16 64 x 16 + 64 x 128)."""
-    return 8 if tiles_a * tiles_b + 2 * masked_elements >= 96 * 128 else 4
+    tile twice: its hash runs in registers beside the accumulator (4 warps spilled at bf16 64 x 16 + 64 x 128).
+    Always 8 for fp32, whose IEEE dot (torch's default precision) holds its operand tiles in registers too."""
+    big = tiles_a * tiles_b + 2 * masked_elements >= 96 * 128
+    return 8 if big or dtype == torch.float32 else 4
 
 
 def _first_fitting(candidates, device, dtype, masked_operand: str) -> Tiles:
@@ -66,14 +68,14 @@ def _first_fitting(candidates, device, dtype, masked_operand: str) -> Tiles:
 def skinny_tiles(device, dtype, r: int, dropout: bool) -> Tiles:
     """out[M, r] = drop(x) @ p: 64 rows by the rank block, reducing over the input features."""
     b = rank_block(r)
-    candidates = [Tiles(a, b, k, _warps(a, b, a * k if dropout else 0), stages)
+    candidates = [Tiles(a, b, k, _warps(a, b, a * k if dropout else 0, dtype), stages)
                   for a in (64, 32) for k in _k_steps(dtype) for stages in _STAGES]
     return _first_fitting(candidates, device, dtype, "a" if dropout else "")
 
 
 def lowrank_add_tiles(device, dtype, r: int) -> Tiles:
     """out[M, N] += drop(l @ u): the reduction is the rank, a few steps at most, so two stages suffice."""
-    k = min(64, max(16, triton.next_power_of_2(r)))
+    k = min(_k_steps(dtype)[1], max(16, triton.next_power_of_2(r)))  # fp32 at 64 spilled 10 KB on sm_80
     candidates = [Tiles(64, n, k, 4, 2) for n in (128, 64)] + [Tiles(32, 64, 16, 4, 2)]
     return _first_fitting(candidates, device, dtype, "")
 
@@ -85,6 +87,6 @@ def tn_tiles(device, dtype, p: int, q: int, dropout: bool) -> Tiles:
         shapes = [(rank_block(p), w) for w in wide]
     else:
         shapes = [(w, rank_block(q)) for w in wide]
-    candidates = [Tiles(a, b, k, _warps(a, b, k * b if dropout else 0), stages)
+    candidates = [Tiles(a, b, k, _warps(a, b, k * b if dropout else 0, dtype), stages)
                   for a, b in shapes for k in _k_steps(dtype)[1:] for stages in _STAGES]
     return _first_fitting(candidates, device, dtype, "b" if dropout else "")
