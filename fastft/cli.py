@@ -8,6 +8,7 @@ from rich.text import Text
 
 from .errors import FastftError
 from .runtime.distributed import leave_together
+from .runtime.interrupt import Stopped
 
 DEBUG_OVERRIDES = (
     "dataset.max_train_samples=50",
@@ -32,13 +33,19 @@ def fail(error: FastftError) -> None:
 
 
 class Group(click.Group):
-    """Turns every FastftError raised by a command into one message and exit code 2."""
+    """Turns every FastftError raised by a command into one message and exit code 2, a requested stop into its exit
+    code (130 for Ctrl-C, 143 for SIGTERM)."""
 
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
         except FastftError as error:
             fail(error)
+        except Stopped as stop:  # the run has printed where it stopped and how to go on
+            sys.exit(stop.exit_code)
+        except KeyboardInterrupt:  # Ctrl-C outside training, where nothing is half-saved: no traceback, no "Aborted!"
+            _err.print("fastft: interrupted")
+            sys.exit(130)
 
 
 def recipe_overrides(sets, use_qlora, instruction_augmentation, debug) -> list[str]:

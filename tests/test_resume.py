@@ -134,14 +134,18 @@ def test_a_plain_run_resumes_only_an_unfinished_run_of_the_same_recipe(tmp_path,
         check_output_dir(folder, recipe, "new")
 
 
-def fastft_run(folder, name, *extra):
-    """`python -m fastft run` in a child process, one torch thread so two runs do the same arithmetic. Its output
+def fastft_cli(folder, name, *args):
+    """`python -m fastft ARGS` in a child process, one torch thread so two runs do the same arithmetic. Its output
     goes to folder/<name>.out: a pipe nobody reads while polling would fill and stall the child."""
     env = dict(os.environ, TRITON_INTERPRET="1", FASTFT_KERNEL_BACKEND="torch", HF_HUB_OFFLINE="1",
                OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false")
     with open(folder / f"{name}.out", "w") as out:
-        return subprocess.Popen([sys.executable, "-m", "fastft", "run", str(folder / "tiny.yaml"), *sets(SHORT_RUN), *extra],
-                                cwd=folder, env=env, stdout=out, stderr=subprocess.STDOUT)
+        return subprocess.Popen([sys.executable, "-m", "fastft", *args], cwd=folder, env=env, stdout=out, stderr=subprocess.STDOUT)
+
+
+def fastft_run(folder, name, *extra):
+    """`fastft run` of folder/tiny.yaml with SHORT_RUN, in a child process (fastft_cli)."""
+    return fastft_cli(folder, name, "run", str(folder / "tiny.yaml"), *sets(SHORT_RUN), *extra)
 
 
 def finished(process, folder, name) -> str:

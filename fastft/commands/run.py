@@ -12,12 +12,14 @@ from ..data.stats import data_stats
 from ..evaluation.callback import EpochGeneration
 from ..models.resolve import ResolvedModel, resolve_model
 from ..models.unsloth_backend import select_backend
-from ..runtime.distributed import barrier, is_main, main_decides
-from ..runtime.outputs import CHECKPOINTS, METRICS, check_output_dir, open_output_dir
+from ..runtime.distributed import barrier, is_main, main_decides, world_size
+from ..runtime.interrupt import SAME_PRESS_S, Stopped, StopRequests
+from ..runtime.outputs import CHECKPOINTS, METRICS, check_output_dir, last_checkpoint, open_output_dir
 from ..runtime.progress import progress_bar
 from ..runtime.runlog import RunLog
 from ..training.args import optimizer_name
 from ..training.build import build_trainer
+from ..training.stop import StopAtStepEnd
 from ..training.tensorboard import tensorboard_callback, wants_tensorboard
 from ..training.usage import UsageMeter
 from .report import write_run_record
@@ -108,7 +110,19 @@ def train(prepared: Prepared, built: Built, run_log: RunLog) -> dict:
     if resume_from:
         automatic = " (the folder holds an unfinished run of this recipe)" if prepared.mode == "new" else ""
         run_log(f"resuming from {resume_from}{automatic}")
-    train_out = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    checkpoints = prepared.output_dir / CHECKPOINTS
+    # Under torchrun one Ctrl-C reaches a rank twice (terminal and torchrun): that pair is one request.
+    with StopRequests(lambda: last_checkpoint(checkpoints), SAME_PRESS_S if world_size() > 1 else 0.0) as requests:
+        stop = StopAtStepEnd(requests)
+        trainer.add_callback(stop)
+        train_out = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    trainer.remove_callback(stop)
+    if stop.signal:
+        state = trainer.state
+        line = (f"stopped at step {state.global_step} of {state.max_steps}; checkpoint saved in "
+                f"{last_checkpoint(checkpoints)}; run the same command to continue")
+        run_log(line)
+        raise Stopped(line, 128 + stop.signal)
     if trainer.args.eval_on_start:
         metrics["eval_loss_before"] = next(e["eval_loss"] for e in trainer.state.log_history if "eval_loss" in e)
         run_log(f"eval loss before training: {metrics['eval_loss_before']:.4f}")

@@ -47,6 +47,19 @@ def barrier() -> None:
         torch.distributed.barrier()
 
 
+def max_over_ranks(value: int) -> int:
+    """The largest `value` any rank holds; every rank must call it at the same point."""
+    if world_size() == 1:
+        return value
+    import torch
+
+    init_process_group()
+    on_gpu = torch.distributed.get_backend() == "nccl"  # nccl reduces GPU tensors only
+    tensor = torch.tensor([value], device=f"cuda:{torch.cuda.current_device()}" if on_gpu else "cpu")
+    torch.distributed.all_reduce(tensor, op=torch.distributed.ReduceOp.MAX)
+    return int(tensor.item())
+
+
 def main_decides(action: Callable[[], T]) -> T:
     """Run `action` on rank 0 only; every rank returns its result, or raises the FastftError it raised, so a refusal
     ends all ranks with the same message instead of leaving them waiting at the next collective."""
