@@ -241,7 +241,8 @@ def test_metadata_is_what_llama_cpp_reads(exported, family):
     assert fields[f"{arch}.block_count"] == config.num_hidden_layers
     assert fields[f"{arch}.attention.head_count"] == config.num_attention_heads
     assert fields[f"{arch}.attention.head_count_kv"] == config.num_key_value_heads
-    assert fields[f"{arch}.attention.key_length"] == config.head_dim
+    # Qwen2's config has no head_dim: its heads split the hidden size
+    assert fields[f"{arch}.attention.key_length"] == getattr(config, "head_dim", config.hidden_size // config.num_attention_heads)
     assert fields[f"{arch}.attention.layer_norm_rms_epsilon"] == pytest.approx(config.rms_norm_eps)
     theta = config.rope_parameters.get("full_attention", config.rope_parameters)["rope_theta"]
     assert fields[f"{arch}.rope.freq_base"] == pytest.approx(theta)
