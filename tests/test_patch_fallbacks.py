@@ -36,6 +36,7 @@ def test_report_lines_count_each_kind():
     assert report.lines() == [
         "llama: lora_linear on 14 LoRA projections; lora_mlp on 2 MLP blocks; rms_norm on 5 RMSNorm modules; "
         "apply_rope in 2 attention layers",
+        "self-check skipped on CPU: PyTorch paths run",
         "loss: linear_cross_entropy on labelled positions only (training.loss.prompt_masked_loss)",
     ]
 

@@ -37,7 +37,7 @@ def test_a_launch_error_turns_the_kind_off_and_says_how_to_force_either_path(mon
     assert result.error.startswith("OutOfResources: out of resource: shared memory, Required: 262144")
     line = result.line()
     assert line.startswith("self-check rms_norm: OFF for this run, the model's own code runs instead: OutOfResources")
-    for way in ("kernels.self_check: false", "FASTFT_KERNEL_BACKEND=torch", "kernels.rms_norm: false"):
+    for way in ("FASTFT_KERNEL_SELF_CHECK=0", "FASTFT_KERNEL_BACKEND=torch", "kernels.rms_norm: false"):
         assert way in line
     assert check_kind("rope", shapes(), CPU, rows=ROWS).error is None  # only the failing kind
 
@@ -81,3 +81,53 @@ def test_shapes_come_from_the_model(family, expected):
     widths = dict(dtype=torch.float32, hidden=40, intermediate=72, rank=4, head_dim=10, vocab=157, quant_type=None)
     assert shapes_of(model) == Shapes(**widths, **expected)
     assert shapes_of(model, torch.bfloat16).dtype == torch.bfloat16
+
+
+def out_of_shared_memory(*args, **kwargs):
+    raise OutOfResources(262_144, 101_376, "shared memory")
+
+
+def test_apply_kernels_leaves_a_failing_kind_unpatched_and_the_loss_unchanged(monkeypatch):
+    """The interpreter stands in for a GPU; rms_norm's Triton launch fails as it would with OutOfResources."""
+    from fastft.patching import apply_kernels
+    from fastft.patching.loss import prompt_masked_loss
+    from tests.kernels.numerics import assert_rel_close
+    from tests.test_patch_models import prompt_masked_batch
+
+    model, batch = tiny_peft("gemma3"), prompt_masked_batch(batch=2, length=9, prompt=5)
+    with torch.no_grad():
+        ref = prompt_masked_loss(model, batch)  # unpatched; the conftest's PyTorch kernel path for the loss
+    monkeypatch.setattr(triton_norm, "rms_norm_forward", out_of_shared_memory)
+    report = apply_kernels(model, check_backend="triton")
+    assert report.counts["rms_norm"] == 0 and report.counts["lora"] == 14 and report.counts["rope"] == 2
+    assert not report.uses("rms_norm") and report.uses("loss") and report.uses("mlp")
+    lines = report.lines()
+    assert any(line.startswith("self-check rms_norm: OFF for this run") for line in lines), lines
+    assert [line.split(":")[0] for line in lines if ": ok (" in line] == [
+        "self-check lora_linear", "self-check lora_mlp", "self-check rope", "self-check loss"]
+    monkeypatch.setenv("FASTFT_KERNEL_BACKEND", "triton")
+    with torch.no_grad():
+        assert_rel_close(prompt_masked_loss(model, batch), ref, tol=1e-5, name="loss")
+
+
+def test_a_failing_loss_kernel_turns_the_prompt_masked_loss_off(monkeypatch):
+    from fastft.kernels import triton_ce
+    from fastft.patching import apply_kernels
+
+    monkeypatch.setattr(triton_ce, "ce_rows_triton", out_of_shared_memory)
+    report = apply_kernels(tiny_peft("llama"), {"lora": False, "mlp": False, "rms_norm": False, "rope": False},
+                           check_backend="triton")
+    assert not report.uses("loss")
+    assert [line for line in report.lines() if line.startswith("self-check")] == [
+        "self-check loss: OFF for this run, the model's own code runs instead: OutOfResources: out of resource: "
+        "shared memory, Required: 262144, Hardware limit: 101376. Reducing block sizes or `num_stages` may help.; "
+        "FASTFT_KERNEL_SELF_CHECK=0 keeps it unchecked; FASTFT_KERNEL_BACKEND=torch runs fastft's PyTorch path of "
+        "every kernel; kernels.loss: false skips it"]
+
+
+def test_on_the_cpu_the_check_is_skipped():
+    from fastft.patching import apply_kernels
+
+    report = apply_kernels(tiny_peft("llama"))
+    assert "self-check skipped on CPU: PyTorch paths run" in report.lines()
+    assert all(report.uses(switch) for switch in SWITCHES.values())

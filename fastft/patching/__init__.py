@@ -1,7 +1,10 @@
 """Put fastft.kernels inside a PEFT-wrapped Hugging Face causal LM: LoRA projections, MLP blocks, RMSNorms, RoPE.
 
-    report = apply_kernels(model, recipe.kernels)
+    report = apply_kernels(model, recipe.kernels, dtype)
     for line in report.lines(): print(line)
+
+On CUDA each kernel kind first runs once against its PyTorch path (self_check.py); a kind that fails to launch
+or differs stays unpatched for the run, and report.uses(kind) says so to the trainer (the loss).
 
 Only module internals are replaced, per instance; the LM head and every output (logits in eval and generation)
 stay transformers'. The loss kernel is not patched here: fastft.patching.loss.prompt_masked_loss runs it.
@@ -14,6 +17,7 @@ from .mlp import patch_mlps
 from .norms import patch_norms
 from .report import KINDS, PatchReport
 from .rope import patch_rope
+from .self_check import check_before_patching
 
 __all__ = ["apply_kernels", "PatchReport"]
 
@@ -27,12 +31,17 @@ def _switches(kernels_cfg) -> dict:
     return {kind: bool(getattr(kernels_cfg, kind, True)) for kind in _SWITCHES}
 
 
-def apply_kernels(model, kernels_cfg=None) -> PatchReport:
-    """Patch `model` (PeftModelForCausalLM, or a transformers model with PEFT LoRA layers) in place."""
+def apply_kernels(model, kernels_cfg=None, dtype=None, check_backend=None) -> PatchReport:
+    """Patch `model` (PeftModelForCausalLM, or a transformers model with PEFT LoRA layers) in place.
+    dtype: the run's compute dtype for the self-check (default the model's); check_backend: run the self-check on
+    that backend wherever the model is (tests: "triton" through the interpreter), instead of on CUDA only."""
     on = _switches(kernels_cfg)
     family, model_type = family_for(getattr(model, "config", None))
     report = PatchReport(family=family.name if family else model_type)
     report.turned_off = [kind for kind in _SWITCHES if not on[kind]]
+    report.checks, failed = check_before_patching(model, on, dtype, check_backend)
+    report.checked_off = [kind for kind in _SWITCHES if kind in failed]
+    on.update(dict.fromkeys(failed, False))
     if on["loss"]:
         report.notes.append("loss: linear_cross_entropy on labelled positions only (training.loss.prompt_masked_loss)")
     if on["lora"]:  # lora_linear is layer-local: valid for any architecture

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import torch
 
 from ..kernels import apply_rope, linear_cross_entropy, lora_linear, lora_mlp, rms_norm
+from ..kernels._backend import backend_choice
 
 # kernel kind -> the recipe switch (kernels.<switch>) that turns its patch on or off
 SWITCHES = {"lora_linear": "lora", "lora_mlp": "mlp", "rms_norm": "rms_norm", "rope": "rope", "loss": "loss"}
@@ -23,7 +24,8 @@ SWITCHES = {"lora_linear": "lora", "lora_mlp": "mlp", "rms_norm": "rms_norm", "r
 TOLERANCE = {torch.float32: 1e-4, torch.float16: 1e-2, torch.bfloat16: 1e-2}
 MAX_WIDTH = 4096
 ROWS = 128
-FORCE = ("kernels.self_check: false keeps it unchecked; FASTFT_KERNEL_BACKEND=torch runs fastft's PyTorch path "
+SKIP_VARIABLE = "FASTFT_KERNEL_SELF_CHECK"
+FORCE = (f"{SKIP_VARIABLE}=0 keeps it unchecked; FASTFT_KERNEL_BACKEND=torch runs fastft's PyTorch path "
          "of every kernel")
 
 
@@ -69,6 +71,12 @@ def backend(name: str):
             del os.environ["FASTFT_KERNEL_BACKEND"]
         else:
             os.environ["FASTFT_KERNEL_BACKEND"] = before
+
+
+def describe(error: Exception) -> str:
+    """The error's type and first line: what one status line can hold."""
+    first_line = next(iter(str(error).splitlines()), "")
+    return f"{type(error).__name__}: {first_line}" if first_line else type(error).__name__
 
 
 def _rel_err(out: torch.Tensor, ref: torch.Tensor) -> float:
@@ -177,8 +185,7 @@ def check_kind(kind: str, shapes: Shapes, device, name: str = "triton", rows: in
         if kind == "lora_linear" and shapes.dropout:
             _dropout_runs(shapes, device, name, rows)
     except Exception as error:  # any launch failure (OutOfResources, compile errors) turns the kind off
-        first_line = next(iter(str(error).splitlines()), "")
-        return Result(kind, f"{type(error).__name__}: {first_line}" if first_line else type(error).__name__, "")
+        return Result(kind, describe(error), "")
     ref = _run(_CASES[kind], shapes, device, "torch", rows)
     worst = max(_rel_err(o, r) for o, r in zip(ours, ref))
     tol = TOLERANCE[shapes.dtype]
@@ -209,11 +216,40 @@ def shapes_of(model, dtype: torch.dtype | None = None) -> Shapes:
         dropout = float(getattr(layer.lora_dropout[adapter], "p", 0.0))
         state = getattr(layer.get_base_layer().weight, "quant_state", None)
         quant = getattr(state, "quant_type", None)
-    heads = config.num_attention_heads
+    hidden = config.hidden_size
     return Shapes(
-        dtype=dtype or model.dtype, hidden=config.hidden_size, intermediate=config.intermediate_size, rank=rank,
-        head_dim=getattr(config, "head_dim", None) or config.hidden_size // heads, vocab=config.vocab_size,
+        dtype=dtype or model.dtype, hidden=hidden, intermediate=getattr(config, "intermediate_size", None) or 4 * hidden,
+        rank=rank, head_dim=getattr(config, "head_dim", None) or hidden // config.num_attention_heads,
+        vocab=config.vocab_size,
         activation=family.gated_activation(config)[0] if family else None,
         norm_offset=family.norm_offset if family else 0.0,
         softcap=getattr(config, "final_logit_softcapping", None), dropout=dropout, quant_type=quant,
     )
+
+
+def _skip_reason(device: torch.device) -> str | None:
+    if device.type != "cuda":
+        return "skipped on CPU: PyTorch paths run"
+    if backend_choice() == "torch":
+        return "skipped: FASTFT_KERNEL_BACKEND=torch runs the PyTorch paths"
+    if os.environ.get(SKIP_VARIABLE, "1").strip() == "0":
+        return f"skipped ({SKIP_VARIABLE}=0): kernels run unchecked"
+    return None
+
+
+def check_before_patching(model, on: dict, dtype=None, name: str | None = None) -> tuple[list[str], set[str]]:
+    """(summary lines, the kernels.<switch> names the check turned off) for the kinds `on` enables.
+    name=None: Triton on a CUDA model, skipped elsewhere; a backend name runs it anyway (tests: the interpreter)."""
+    device = next(model.parameters()).device
+    if name is None:
+        reason = _skip_reason(device)
+        if reason:
+            return [f"self-check {reason}"], set()
+        name = "triton"
+    try:
+        shapes = shapes_of(model, dtype)
+    except AttributeError as error:  # an architecture whose config names its widths otherwise
+        return [f"self-check skipped: cannot read the model's widths ({describe(error)}); kernels run unchecked"], set()
+    kinds = [kind for kind, switch in SWITCHES.items() if on.get(switch)]
+    results = run_self_check(shapes, device, name, kinds)
+    return [result.line() for result in results], {SWITCHES[result.kind] for result in results if result.error}

@@ -35,7 +35,7 @@ def build_model(resolved, backend: str = "hf") -> LoadedModel:
         set_seed(recipe.seed)
         model = add_lora(model, recipe.lora, recipe.model.quantization == "nf4", recipe.training.gradient_checkpointing,
                          resolved.trained_token_ids)
-    kernels = apply_kernels(model, recipe.kernels)
+    kernels = apply_kernels(model, recipe.kernels, dtype)
     trainable, total = count_params(model)
     return LoadedModel(model, resolved.tokenizer, resolved.source, device_name(), dtype, trainable, total, backend, kernels)
 
@@ -57,7 +57,7 @@ def build_trainer(resolved, train_dataset, eval_dataset, checkpoints: Path, back
         processing_class=tokenizer,
         data_collator=PadCollator(tokenizer.pad_token_id, with_ids=True),
         callbacks=list(callbacks),
-        fused_loss=recipe.kernels.loss,
+        fused_loss=loaded.kernels.uses("loss"),  # off in the recipe, or failed the GPU self-check
         token_budget=(recipe.dataset.max_prompt_tokens, recipe.dataset.max_answer_tokens),
     )
     if trainer.pop_callback(ProgressCallback):  # absent when progress bars are disabled
