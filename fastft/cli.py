@@ -178,5 +178,14 @@ def chat(recipe, sets, adapter):
     talk(recipe, sets, adapter, click.get_text_stream("stdin"), click.echo, _err.print)
 
 
+@main.command()
+def doctor():
+    """Show what this machine offers fastft: device, versions, bitsandbytes 4-bit, Triton, the kernel self-check."""
+    from .commands.doctor import doctor_lines
+
+    for line in doctor_lines():
+        click.echo(line)
+
+
 if __name__ == "__main__":
     main()
