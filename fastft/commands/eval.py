@@ -7,6 +7,7 @@ from ..errors import FastftError
 from ..evaluation.evaluate import eval_examples, task_metrics
 from ..evaluation.predict import predict, references, write_predictions
 from ..runtime.progress import progress_bar
+from ..runtime.writable import check_writable_folder
 
 
 def check_model_choice(adapter, zero_shot) -> None:
@@ -37,5 +38,7 @@ def eval_command(recipe_file: Path, sets, adapter: Path | None, zero_shot: bool,
     """(metrics, the folder they were written to)."""
     check_model_choice(adapter, zero_shot)
     recipe = load_recipe(recipe_file, sets)
+    key = "--out" if out else "output.dir"
     out = out or (Path(adapter).parent / "eval" if adapter else results_dir(recipe, adapter))
+    check_writable_folder(out, key)
     return evaluate(recipe, recipe_file, adapter, out, progress_bar, notice), out

@@ -10,6 +10,7 @@ from ..config.schema import DTYPE_NAMES
 from ..errors import FastftError
 from ..models.adapters import base_name, load_with_adapter, read_adapter_config, run_settings
 from ..models.loader import load_tokenizer, resolve_source
+from ..runtime.writable import check_writable_folder
 
 # Each dtype by its name and its short name.
 _ACCEPTED = {**{name: name for name in DTYPE_NAMES}, **{short: name for name, short in DTYPE_NAMES.items()}}
@@ -18,6 +19,7 @@ _ACCEPTED = {**{name: name for name in DTYPE_NAMES}, **{short: name for name, sh
 def merge_adapter(adapter_dir, out_dir, dtype: str = "bfloat16", base: str | None = None) -> Path:
     """Merge the adapter in `adapter_dir` into its base and save base + tokenizer to `out_dir` as safetensors."""
     adapter_dir, out_dir = Path(adapter_dir), Path(out_dir)
+    check_writable_folder(out_dir, "--out")
     adapter_config = read_adapter_config(adapter_dir)
     if dtype not in _ACCEPTED:
         raise FastftError(f"unknown dtype {dtype!r}", hint=f"use one of: {', '.join(_ACCEPTED)}")

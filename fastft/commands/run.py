@@ -14,9 +14,11 @@ from ..models.resolve import ResolvedModel, resolve_model
 from ..models.unsloth_backend import select_backend
 from ..runtime.distributed import barrier, is_main, main_decides, world_size
 from ..runtime.interrupt import SAME_PRESS_S, Stopped, StopRequests
+from ..runtime.lock import RunFolderLock
 from ..runtime.outputs import CHECKPOINTS, METRICS, check_output_dir, last_checkpoint, open_output_dir
 from ..runtime.progress import progress_bar
 from ..runtime.runlog import RunLog
+from ..runtime.writable import check_output_locations
 from ..training.args import optimizer_name
 from ..training.build import build_trainer
 from ..training.stop import StopAtStepEnd
@@ -45,6 +47,7 @@ class Prepared:
     backend: str
     train: Split
     evaluation: Split | None
+    lock: RunFolderLock  # held by rank 0 from its first look at the folder to the end of the run
 
 
 @dataclass
@@ -66,13 +69,25 @@ class _LogToRunLog(TrainerCallback):
 
 def prepare(recipe, recipe_file: Path | None, run_log: RunLog, mode: str) -> Prepared:
     output_dir = Path(recipe.output.dir) / recipe.experiment
+    main_decides(lambda: check_output_locations(output_dir, Path(recipe.output.logs_dir)))
+    lock = RunFolderLock(output_dir)
+    if output_dir.is_dir():  # before looking inside: another run may be writing there
+        main_decides(lock.acquire)
+    try:
+        return _prepare(recipe, recipe_file, run_log, mode, output_dir, lock)
+    except BaseException:
+        lock.release()
+        raise
+
+
+def _prepare(recipe, recipe_file, run_log, mode, output_dir, lock) -> Prepared:
     resolved = resolve_model(recipe, run_log)
     # Rank 0 alone looks at the folder (once it has made it, another rank would find "a run" there); every rank
     # gets its answer, or its refusal.
     resume_from = main_decides(lambda: check_output_dir(output_dir, resolved.recipe, mode))
     backend = select_backend(resolved.recipe.model)
     train, evaluation = build_splits(resolved.recipe.dataset, resolved.tokenizer, recipe_file, progress_bar)
-    return Prepared(resolved, output_dir, mode, resume_from, backend, train, evaluation)
+    return Prepared(resolved, output_dir, mode, resume_from, backend, train, evaluation, lock)
 
 
 def build(prepared: Prepared, run_log: RunLog) -> Built:
@@ -158,10 +173,14 @@ def finish(prepared: Prepared, built: Built, metrics: dict, run_log: RunLog) -> 
 
 def run(recipe, recipe_file: Path | None, run_log: RunLog, mode: str = "new") -> RunResult:
     prepared = prepare(recipe, recipe_file, run_log, mode)
-    main_decides(lambda: open_output_dir(prepared.output_dir, prepared.resolved.recipe, mode))
-    run_log.open()
-    built = build(prepared, run_log)
-    return finish(prepared, built, train(prepared, built, run_log), run_log)
+    try:
+        main_decides(lambda: prepared.lock.acquire(create=True))
+        main_decides(lambda: open_output_dir(prepared.output_dir, prepared.resolved.recipe, mode))
+        run_log.open()
+        built = build(prepared, run_log)
+        return finish(prepared, built, train(prepared, built, run_log), run_log)
+    finally:
+        prepared.lock.release()
 
 
 def run_command(recipe_file: Path, overrides: list[str], mode: str, console) -> RunResult:

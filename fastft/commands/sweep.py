@@ -14,6 +14,7 @@ from pathlib import Path
 from ..config.loader import load_recipe
 from ..errors import FastftError
 from ..runtime.outputs import CHECKPOINTS, METRICS, last_checkpoint
+from ..runtime.writable import check_writable_folder
 from .report import REPORT, fmt, headline, read_json, table
 
 GRID_SOURCE = "--grid"
@@ -83,6 +84,8 @@ def plan(recipe_path: Path, overrides: list[str], grid: dict[str, list[str]]) ->
     """(sweep folder, one validated cell per combination). Every cell is validated before anything trains."""
     base = load_recipe(recipe_path, overrides)
     sweep_dir = Path(base.output.dir) / f"{base.experiment}-sweep"
+    check_writable_folder(sweep_dir, "output.dir")
+    check_writable_folder(Path(base.output.logs_dir), "output.logs_dir")
     cells = []
     for combination in itertools.product(*grid.values()):
         values = dict(zip(grid, combination))

@@ -7,6 +7,7 @@ from pathlib import Path
 import yaml
 
 from ..errors import FastftError
+from .lock import LOCK_FILE
 
 RECIPE_FILE = "resolved_recipe.yaml"
 CHECKPOINTS = "checkpoints"
@@ -36,7 +37,7 @@ def check_output_dir(output_dir: Path, recipe, mode: str) -> Path | None:
 
     A plain run (mode "new") resumes by itself when the folder holds an unfinished run of the same recipe with a
     checkpoint, the usual state after a crash or a kill; anything else already there is refused."""
-    exists = output_dir.exists() and any(output_dir.iterdir())
+    exists = output_dir.is_dir() and any(path.name != LOCK_FILE for path in output_dir.iterdir())
     if mode == "resume":
         if not exists:
             raise FastftError(f"nothing to resume: {output_dir} does not exist", hint="run without --resume to start it")
@@ -60,7 +61,9 @@ def check_output_dir(output_dir: Path, recipe, mode: str) -> Path | None:
 def open_output_dir(output_dir: Path, recipe, mode: str) -> None:
     """Create (or, with overwrite, empty) the folder and record this attempt's resolved recipe."""
     if mode == "overwrite" and output_dir.exists():
-        shutil.rmtree(output_dir)
+        for path in output_dir.iterdir():  # all but the lock, which this run holds
+            if path.name != LOCK_FILE:
+                shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
     output_dir.mkdir(parents=True, exist_ok=True)
     text = recipe_yaml(recipe)
     (output_dir / RECIPE_FILE).write_text(text, encoding="utf-8")
