@@ -1,7 +1,7 @@
 """The recipe schema: one pydantic model drives validation, `--set` typing and the defaults users see."""
 from typing import Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveInt, field_validator, model_validator
 
 from ..errors import FastftError
 
@@ -120,6 +120,7 @@ class GenerationSection(Section):
     temperature: float = Field(0.0, ge=0, description="0: greedy decoding; above 0: sampling at this temperature")
     top_p: float = Field(1.0, gt=0, le=1, description="nucleus-sampling probability mass (with temperature above 0)")
     repetition_penalty: float = Field(1.0, gt=0, description="penalty on tokens already generated; 1: none")
+    no_repeat_ngram_size: NonNegativeInt = Field(0, description="no n-gram of this many tokens is generated twice in one answer; 0: no limit")
     num_beams: PositiveInt = Field(1, description="beam-search width; 1: no beam search")
     batch_size: PositiveInt = Field(8, description="prompts generated together")
 
