@@ -57,7 +57,8 @@ def generate_texts(model, tokenizer, encoder, examples, gen_cfg, progress_bar=No
             out = model.generate(
                 input_ids=ids.to(model.device), attention_mask=mask.to(model.device), max_new_tokens=gen_cfg.max_new_tokens,
                 do_sample=sample, temperature=gen_cfg.temperature if sample else None, top_p=gen_cfg.top_p if sample else None,
-                repetition_penalty=gen_cfg.repetition_penalty, num_beams=gen_cfg.num_beams,
+                repetition_penalty=gen_cfg.repetition_penalty, no_repeat_ngram_size=gen_cfg.no_repeat_ngram_size,
+                num_beams=gen_cfg.num_beams,
                 eos_token_id=[t for t in stop if t is not None], pad_token_id=tokenizer.pad_token_id,
             )
         outputs.extend(tokenizer.decode(row[ids.shape[1]:], skip_special_tokens=True).strip() for row in out)
