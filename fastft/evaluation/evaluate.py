@@ -2,6 +2,7 @@
 from pathlib import Path
 
 from ..metrics import classification_metrics, qa_metrics, rouge
+from ..metrics.loops import loop_count
 from .predict import read_examples
 
 
@@ -12,8 +13,8 @@ def _both_tokenizations(metric, predictions: list[str], references: list[str]) -
 
 def task_metrics(task: str, predictions: list[str], references: list[str]) -> dict:
     """Flat numbers for metrics.json; the ROUGE sum is the competition's score."""
-    if task == "summary":
-        return _both_tokenizations(rouge, predictions, references)
+    if task == "summary":  # loops: how many summaries repeat a 3-word phrase 3+ times (lower is better)
+        return {**_both_tokenizations(rouge, predictions, references), "loops": loop_count(predictions)}
     if task == "qa":
         return _both_tokenizations(qa_metrics, predictions, references)
     if task == "classification":
