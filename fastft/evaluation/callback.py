@@ -9,6 +9,7 @@ from transformers import TrainerCallback
 
 from ..config.schema import GENERATION_METRICS
 from ..data.pipeline import Split, build_encoder
+from ..models.merged_view import merged_view
 from ..runtime.outputs import GENERATIONS
 from .evaluate import task_metrics
 from .generate import generate_texts
@@ -51,7 +52,8 @@ class EpochGeneration(TrainerCallback):
         was_training = model.training
         model.eval()  # no dropout, and no gradient checkpointing, which would also switch the KV cache off
         try:
-            return generate_texts(model, self.tokenizer, self.encoder, self.examples, self.generation)
+            with merged_view(model):  # decodes as `fastft eval --adapter` does; training gets its very weights back
+                return generate_texts(model, self.tokenizer, self.encoder, self.examples, self.generation)
         finally:
             model.train(was_training)
 
