@@ -8,7 +8,10 @@ from rich.text import Text
 
 from .errors import FastftError
 from .runtime.distributed import leave_together
+from .runtime.quiet import quiet_third_party
 from .runtime.interrupt import Stopped
+
+quiet_third_party()  # before any command imports transformers or peft
 
 DEBUG_OVERRIDES = (
     "dataset.max_train_samples=50",

@@ -3,7 +3,10 @@ import platform
 
 import torch
 
+from ..config.optional import optional_summary
 from ..data.stats import named_splits, split_stats
+
+TASK_METRICS = ("zero_shot", "fine_tuned")  # metrics.json's task scores before and after training
 
 
 def versions() -> str:
@@ -28,6 +31,7 @@ def model_summary(log, recipe, loaded, optimizer: str, args) -> None:
     for line in loaded.kernels.lines():
         log(f"  kernels    {line}")
     log(f"  device     {loaded.device}, dtype {str(loaded.dtype).replace('torch.', '')}, optimizer {optimizer}, gradient checkpointing {'on' if args.gradient_checkpointing else 'off'}")
+    log(f"  optional   {optional_summary(recipe)}")
     log(f"  versions   {versions()}")
 
 
@@ -49,10 +53,30 @@ def print_metrics(log, result) -> None:
     table = Table(title="fastft run finished", show_header=True)
     table.add_column("what")
     table.add_column("value")
-    for key, value in result.metrics.items():
-        table.add_row(key, f"{value:.4f}" if isinstance(value, float) else str(value))
+    for row in metric_rows(result.metrics):
+        table.add_row(*row)
     table.add_row("final model", str(result.final_model))
     table.add_row("output folder", str(result.output_dir))
     table.add_row("log file", str(result.log_file))
     log.console.print(table)
     log(f"final model: {result.final_model}; log: {result.log_file}")
+
+
+def metric_rows(metrics: dict) -> list[tuple[str, str]]:
+    """(what, value) rows of the end-of-run table: numbers to 4 decimals, task metrics as one `zero-shot →
+    fine-tuned` row each, rounded to 2, in the place of the first of the two."""
+    first_task_key = next((key for key in metrics if key in TASK_METRICS), None)
+    rows = []
+    for key, value in metrics.items():
+        if key == first_task_key:
+            before, after = (metrics.get(name) or {} for name in TASK_METRICS)
+            rows.append(("task metrics", "zero-shot → fine-tuned"))
+            rows += [(f"  {name}", f"{_score(before.get(name))} → {_score(after.get(name))}")
+                     for name in dict.fromkeys([*before, *after])]
+        elif key not in TASK_METRICS:
+            rows.append((key, f"{value:.4f}" if isinstance(value, float) else str(value)))
+    return rows
+
+
+def _score(value) -> str:
+    return "-" if value is None else f"{value:.2f}" if isinstance(value, float) else str(value)

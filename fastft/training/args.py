@@ -26,6 +26,9 @@ def sft_config(recipe, output_dir: str, has_eval: bool, compute_dtype: torch.dty
 
     t = recipe.training
     on_gpu = torch.cuda.is_available()
+    # transformers 5.2x renamed gradient_checkpointing to activation_checkpointing and warns on the old name; 4.56 to
+    # 5.1x know only the old one.
+    checkpointing = "activation_checkpointing" if "activation_checkpointing" in SFTConfig.__dataclass_fields__ else "gradient_checkpointing"
     return SFTConfig(
         output_dir=output_dir,
         num_train_epochs=t.epochs,
@@ -38,7 +41,7 @@ def sft_config(recipe, output_dir: str, has_eval: bool, compute_dtype: torch.dty
         warmup_steps=t.warmup_ratio,  # a float in [0, 1) is a ratio of the total steps
         weight_decay=t.weight_decay,
         max_grad_norm=t.max_grad_norm,
-        gradient_checkpointing=t.gradient_checkpointing,
+        **{checkpointing: t.gradient_checkpointing},
         optim=optimizer_name(t.optimizer),
         logging_steps=t.logging_steps,
         logging_first_step=True,
