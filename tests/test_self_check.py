@@ -19,13 +19,16 @@ def shapes(dtype=torch.float32, **changes):
     return Shapes(**{**widths, **changes})
 
 
-@pytest.mark.parametrize("dtype, quant", [(torch.float32, None), (torch.bfloat16, "nf4")], ids=["fp32", "bf16-nf4"])
+@pytest.mark.parametrize("dtype, quant", [(torch.float32, None), (torch.bfloat16, "nf4")], ids=["fp32", "qlora"])
 def test_every_kind_passes_on_the_kernels_as_they_are(dtype, quant):
-    results = run_self_check(shapes(dtype, quant_type=quant), CPU, rows=ROWS)
+    # QLoRA: LoRA products and logits in bf16, norms and RoPE on the fp32 residual stream
+    results = run_self_check(shapes(dtype, quant_type=quant, residual_dtype=torch.float32), CPU, rows=ROWS)
     assert [r.kind for r in results] == list(SWITCHES)
     for result in results:
         assert result.error is None, result.line()
         assert result.line().startswith(f"self-check {result.kind}: ok (largest relative error")
+    assert [r.detail.split(", ")[-1] for r in results] == (
+        ["float32"] * 5 if dtype == torch.float32 else ["bfloat16", "bfloat16", "float32", "float32", "bfloat16"])
 
 
 def test_a_launch_error_turns_the_kind_off_and_says_how_to_force_either_path(monkeypatch):
@@ -78,9 +81,16 @@ def test_backend_variable_is_restored(monkeypatch):
 ])
 def test_shapes_come_from_the_model(family, expected):
     model = tiny_peft(family, dropout=0.1)
-    widths = dict(dtype=torch.float32, hidden=40, intermediate=72, rank=4, head_dim=10, vocab=157, quant_type=None)
+    widths = dict(dtype=torch.float32, residual_dtype=torch.float32, hidden=40, intermediate=72, rank=4, head_dim=10,
+                  vocab=157, quant_type=None)
     assert shapes_of(model) == Shapes(**widths, **expected)
     assert shapes_of(model, torch.bfloat16).dtype == torch.bfloat16
+
+
+def test_shapes_of_a_qlora_model(tmp_path):
+    """After prepare_model_for_kbit_training the residual stream is fp32 while LoRA computes in the run's dtype."""
+    widths = shapes_of(tiny_peft("llama", tmp_path), torch.bfloat16)
+    assert (widths.dtype, widths.residual_dtype, widths.quant_type) == (torch.bfloat16, torch.float32, "nf4")
 
 
 def out_of_shared_memory(*args, **kwargs):

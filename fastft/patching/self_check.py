@@ -31,9 +31,9 @@ FORCE = (f"{SKIP_VARIABLE}=0 keeps it unchecked; FASTFT_KERNEL_BACKEND=torch run
 
 @dataclass(frozen=True)
 class Shapes:
-    """The widths and dtype the run's kernels will see."""
+    """The widths and dtypes the run's kernels will see."""
 
-    dtype: torch.dtype
+    dtype: torch.dtype  # the compute dtype: LoRA products and logits (the autocast dtype under mixed precision)
     hidden: int
     intermediate: int
     rank: int
@@ -44,6 +44,9 @@ class Shapes:
     softcap: float | None = None
     dropout: float = 0.0
     quant_type: str | None = None  # "nf4"/"fp4": the LoRA base weights are bitsandbytes 4-bit
+    # What RMSNorm and RoPE read: the residual stream's dtype, fp32 after prepare_model_for_kbit_training (QLoRA),
+    # where neither has a matmul for autocast to recast. None: dtype.
+    residual_dtype: torch.dtype | None = None
 
 
 @dataclass(frozen=True)
@@ -156,9 +159,13 @@ def _loss(make, shapes):
 _CASES = {"lora_linear": _lora_linear, "lora_mlp": _lora_mlp, "rms_norm": _rms_norm, "rope": _rope, "loss": _loss}
 
 
+def _dtype_of(case, shapes: Shapes) -> torch.dtype:
+    return shapes.residual_dtype or shapes.dtype if case in (_rms_norm, _rope) else shapes.dtype
+
+
 def _run(case, shapes, device, name: str, rows: int) -> list[torch.Tensor]:
     """Forward and backward of one case on one backend: [outputs..., input and LoRA grads...]."""
-    fn, leaves = case(_Inputs(device, shapes.dtype, rows), shapes)
+    fn, leaves = case(_Inputs(device, _dtype_of(case, shapes), rows), shapes)
     with backend(name):
         out = fn()
         outs = out if isinstance(out, tuple) else (out,)
@@ -189,9 +196,10 @@ def check_kind(kind: str, shapes: Shapes, device, name: str = "triton", rows: in
     ref = _run(_CASES[kind], shapes, device, "torch", rows)
     worst = max(_rel_err(o, r) for o, r in zip(ours, ref))
     # fp32 matmuls under torch's TF32 switch (which the Triton dots honour too) keep a half-precision mantissa
-    tf32 = shapes.dtype == torch.float32 and torch.backends.cuda.matmul.allow_tf32
-    tol = TOLERANCE[torch.float16 if tf32 else shapes.dtype]
-    what = f"largest relative error {worst:.1e}, {str(shapes.dtype).removeprefix('torch.')}"
+    dtype = _dtype_of(_CASES[kind], shapes)
+    tf32 = dtype == torch.float32 and torch.backends.cuda.matmul.allow_tf32
+    tol = TOLERANCE[torch.float16 if tf32 else dtype]
+    what = f"largest relative error {worst:.1e}, {str(dtype).removeprefix('torch.')}"
     if not worst <= tol:
         return Result(kind, f"{name} differs from the PyTorch path: {what} > {tol:.0e}", what)
     return Result(kind, None, what)
@@ -220,7 +228,7 @@ def shapes_of(model, dtype: torch.dtype | None = None) -> Shapes:
         quant = getattr(state, "quant_type", None)
     hidden = config.hidden_size
     return Shapes(
-        dtype=dtype or model.dtype, hidden=hidden, intermediate=getattr(config, "intermediate_size", None) or 4 * hidden,
+        dtype=dtype or model.dtype, residual_dtype=model.dtype, hidden=hidden, intermediate=getattr(config, "intermediate_size", None) or 4 * hidden,
         rank=rank, head_dim=getattr(config, "head_dim", None) or hidden // config.num_attention_heads,
         vocab=config.vocab_size,
         activation=family.gated_activation(config)[0] if family else None,
