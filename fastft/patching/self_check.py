@@ -3,10 +3,10 @@ and widths, on Triton and on fastft's PyTorch path of the same algorithm. A laun
 on a GPU smaller than the tiles assume, a compile error, anything raised) or a result off by more than TOLERANCE
 turns that kind off for the run: apply_kernels then leaves the model's own forward in place for it.
 
-The inputs are synthetic (seeded), so `fastft doctor` runs the same checks without a model. Widths above
-MAX_WIDTH are cut to it: the kernels' tiles depend on dtype, rank, head dim and dropout, not on how many columns
-or vocabulary rows there are past one tile (cross-entropy's block stops growing at 8,192), and the base products
-are cuBLAS's. Triton compiles each kernel at its first launch; the check does those compiles before the first
+The inputs are synthetic (seeded), so `fastft doctor` runs the same checks without a model. LoRA widths above
+MAX_WIDTH and vocabularies above 8 x MAX_WIDTH are cut: LoRA tiles depend on dtype, rank and dropout, not on the
+projection's width (its base products are cuBLAS's), and cross-entropy's block stops growing at 8,192 columns.
+RMSNorm, RoPE and the loss keep the full hidden size and head dim, which their tiles do depend on. Triton compiles each kernel at its first launch; the check does those compiles before the first
 step instead of in it, and they land in Triton's on-disk cache.
 """
 import contextlib
