@@ -33,10 +33,15 @@ class Config:
     warmup: int = 1
     timed: int = 2
     gradient_checkpointing: bool = False
+    dtype: str | None = None  # the model's dtype; None: the device's default (dtype_name())
 
     @property
     def mask(self) -> float:
         return WORKLOADS[self.workload] if self.masked_frac is None else self.masked_frac
+
+    @property
+    def compute_dtype(self) -> str:
+        return self.dtype or dtype_name()
 
     @property
     def steps(self) -> int:
@@ -56,6 +61,10 @@ def device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def default_dtype(device_kind: str) -> str:
+    # fp32 on CPU (exact comparisons across systems need fp32; the bf16 row is asked for by name), bf16 on GPU.
+    return "bfloat16" if device_kind == "cuda" else "float32"
+
+
 def dtype_name() -> str:
-    # fp32 on CPU (bf16 matmuls there are slower, and exact comparisons across systems need fp32); bf16 on GPU.
-    return "bfloat16" if device() == "cuda" else "float32"
+    return default_dtype(device())

@@ -5,8 +5,9 @@ Convention, for frozen base weights with LoRA adapters:
 - LoRA adapters: 6*r*(in+out) per token (forward, input gradient, adapter weight gradients);
 - attention: causal (and sliding-window where the config says so) score and value products, backward 2x forward;
 - LM head: forward plus input gradient, 4*V*H per row it is applied to (tied/frozen: no weight gradient).
-"model" FLOPs apply the head to every position (what a plain causal LM computes, as MFU is usually quoted);
-"useful" FLOPs apply it only to labelled positions, the work the loss actually needs.
+The head counts only on labelled positions: the work the loss needs, whatever a system computes beyond it (a
+plain causal LM applies the head to every position; counting that would credit wasted work as utilisation and
+put a prompt-masked system above 100%).
 """
 
 
@@ -38,8 +39,8 @@ def _attention_pairs(text, seq_len: int) -> int:
     return sum(_causal_pairs(seq_len, window if kind == "sliding_attention" else None) for kind in types)
 
 
-def step_flops(config, batch: int, seq_len: int, trained_rows: int, lora_r: int, lora_targets) -> tuple[float, float]:
-    """(model FLOPs, useful FLOPs) of one forward+backward over batch x seq_len tokens."""
+def useful_step_flops(config, batch: int, seq_len: int, trained_rows: int, lora_r: int, lora_targets) -> float:
+    """FLOPs one forward+backward over batch x seq_len tokens needs for its loss on trained_rows positions."""
     text, heads, head_dim = _dims(config)
     projections = _projections(text, heads, head_dim)
     tokens = batch * seq_len
@@ -48,4 +49,4 @@ def step_flops(config, batch: int, seq_len: int, trained_rows: int, lora_r: int,
     body = (base + lora) * text.num_hidden_layers * tokens
     attention = 12 * heads * head_dim * _attention_pairs(text, seq_len) * batch
     head = 4 * text.vocab_size * text.hidden_size
-    return float(body + attention + head * tokens), float(body + attention + head * trained_rows)
+    return float(body + attention + head * trained_rows)

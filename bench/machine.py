@@ -5,7 +5,7 @@ import platform
 import re
 from importlib.metadata import PackageNotFoundError, version
 
-from .config import REPO, device, dtype_name
+from .config import REPO, device
 
 LIBRARIES = ("torch", "transformers", "peft", "trl", "bitsandbytes", "triton")
 
@@ -62,28 +62,31 @@ def software_text() -> str:
     return f"Python {platform.python_version()}, " + ", ".join(f"{name} {v(name)}" for name in LIBRARIES)
 
 
-def busy_warning(load: float, peak_before: float = 0.0, peak_after: float = 0.0) -> str:
+def busy_warning(load: float, peak_before: dict | None = None, peak_after: dict | None = None) -> str:
     """Why the timings may be distorted, or "" when the machine looked quiet. With every core busy, OpenMP threads
     wait on each other's time slices: steps measured here ran 3-35x slower while other work was running."""
     notes = []
     if load > 0.5:
         notes.append(f"the 1-minute load average was {load:.1f} on {os.cpu_count()} cores when the run started")
-    if peak_before and abs(peak_after - peak_before) > 0.1 * max(peak_before, peak_after):
-        change = f"{peak_before / 1e9:.0f} to {peak_after / 1e9:.0f} GFLOP/s"
-        notes.append(f"the matmul peak changed from {change} during the run")
+    for dtype, before in (peak_before or {}).items():
+        after = peak_after[dtype]
+        if abs(after - before) > 0.1 * max(before, after):
+            notes.append(f"the {dtype} matmul peak changed from {before / 1e9:.0f} to {after / 1e9:.0f} GFLOP/s "
+                         "during the run")
     return "WARNING, timings distorted by other work on the machine: " + "; ".join(notes) if notes else ""
 
 
-def measure_peak() -> float:
+def measure_peak(dtypes) -> dict[str, float]:
+    """FLOP/s of the best matmul in each dtype the run's rows use (each row's MFU divides by its own dtype's)."""
     import torch
 
     from .measure import matmul_peak_flops
 
-    return matmul_peak_flops(device(), getattr(torch, dtype_name()))
+    return {name: matmul_peak_flops(device(), getattr(torch, name)) for name in dtypes}
 
 
 def peak_what() -> str:
-    return "fp32 2048^3 CPU matmul" if device() == "cpu" else "bf16 8192^3 GPU matmul"
+    return "2048^3 CPU matmul" if device() == "cpu" else "8192^3 GPU matmul"
 
 
 def memory_what() -> str:

@@ -51,10 +51,8 @@ def limit_address_space(max_bytes: int) -> None:
     resource.setrlimit(resource.RLIMIT_AS, (max_bytes, max_bytes))
 
 
-def with_mfu(row: dict, peak_flops: float) -> dict:
-    """Fill mfu / useful_mfu of a measured row from its FLOPs per step and the measured peak."""
+def with_mfu(row: dict, peak_flops: dict[str, float]) -> dict:
+    """Fill useful_mfu of a measured row from its useful FLOPs per step and the peak measured in its dtype."""
     if row.get("skipped_reason") or not row.get("step_s"):
-        return {**row, "mfu": None, "useful_mfu": None}
-    per_second = 1.0 / (row["step_s"] * peak_flops)
-    return {**row, "mfu": row["model_flops_per_step"] * per_second,
-            "useful_mfu": row["useful_flops_per_step"] * per_second}
+        return {**row, "useful_mfu": None}
+    return {**row, "useful_mfu": row["useful_flops_per_step"] / (row["step_s"] * peak_flops[row["dtype"]])}

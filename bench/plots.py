@@ -3,7 +3,7 @@ from collections import defaultdict
 from pathlib import Path
 
 GB = 1024**3
-_SERIES_KEY = ("model", "workload", "batch", "quant", "gradient_checkpointing")
+_SERIES_KEY = ("model", "workload", "batch", "quant", "dtype", "gradient_checkpointing")
 
 
 def _sweep(rows: list[dict]) -> tuple[tuple, list[dict]]:
@@ -26,9 +26,9 @@ def plot_vs_seq_len(rows: list[dict], out_dir: Path, stem: str) -> list[Path]:
     key, chosen = _sweep(rows)
     if not chosen:
         return []
-    model, workload, batch, quant, checkpointing, masked = key
+    model, workload, batch, quant, dtype, checkpointing, masked = key
     title = (f"{model}, {workload} ({masked:.0%} masked), batch {batch}, {'QLoRA nf4' if quant == 'nf4' else 'LoRA'}, "
-             f"grad. ckpt {'on' if checkpointing else 'off'}")
+             f"{dtype}, grad. ckpt {'on' if checkpointing else 'off'}")
     lengths = sorted({r["seq_len"] for r in chosen})
     paths = []
     panels = (("tokens_per_s", "tokens/s", 1, "throughput"), ("peak_mem_bytes", "peak memory (GiB)", GB, "memory"))

@@ -1,11 +1,11 @@
 """The fastft recipe equivalent of a benchmark configuration: what a fastft user would write for it."""
-from .config import LORA, OPTIM, SAMPLE, SEED, Config, dtype_name
+from .config import LORA, OPTIM, SAMPLE, SEED, Config
 
 
 def fastft_recipe(cfg: Config, source, kernels_on: bool = True):
     from fastft.config.schema import Recipe
 
-    compute = dtype_name()
+    compute = cfg.compute_dtype
     return Recipe(
         experiment="bench",
         seed=SEED,

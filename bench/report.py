@@ -1,35 +1,16 @@
 """The Markdown report: machine, settings, the issue's targets (hit or missed, from the rows), and every row."""
-from .plan import TARGET
+from .config import default_dtype
+from .targets import failure, target_row, verdicts
 
 GB = 1024**3
-# (the issue's target, its quantity from the fastft and hf-peft-trl rows, bound, True when higher is better)
-TARGETS = (
-    ("fastft >= 2.5x hf-peft-trl tokens/s", lambda f, h: f["tokens_per_s"] / h["tokens_per_s"], 2.5, True),
-    ("fastft <= 0.5x hf-peft-trl peak memory", lambda f, h: f["peak_mem_bytes"] / h["peak_mem_bytes"], 0.5, False),
-    ("same loss after the timed steps: relative difference <= 1e-3",
-     lambda f, h: abs(f["final_loss"] - h["final_loss"]) / abs(h["final_loss"]), 1e-3, False),
-)
-
-
-def is_target(row: dict) -> bool:
-    return (all(row[k] == v for k, v in TARGET.items()) and abs(row["masked_frac"] - 0.9) < 0.01
-            and not row["gradient_checkpointing"])
-
-
-def _target_row(rows, system):
-    return next((r for r in rows if r["system"] == system and is_target(r)), None)
 
 
 def target_lines(rows) -> list[str]:
-    fast, base = _target_row(rows, "fastft"), _target_row(rows, "hf-peft-trl")
-    lines = ["| target | measured | verdict |", "|---|---|---|"]
-    for text, quantity, bound, higher in TARGETS:
-        if not fast or not base or fast["skipped_reason"] or base["skipped_reason"]:
-            lines.append(f"| {text} | not measured in this run | - |")
-            continue
-        value = quantity(fast, base)
-        hit = value >= bound if higher else value <= bound
-        lines.append(f"| {text} | {value:.3g} | {'HIT' if hit else 'MISSED'} |")
+    lines = ["| target | grad. ckpt | measured | verdict |", "|---|---|---|---|"]
+    for target, value, text in verdicts(rows):
+        measured = "-" if value is None else format(value, ".3g")
+        lines.append(f"| {target.text} | {'on' if target.checkpointing else 'off'} | {measured} | {text} |")
+    fast = target_row(rows, "fastft", False)
     if fast and fast["useful_mfu"]:  # tokens/s over useful MFU = the tokens/s the useful FLOPs allow at the peak
         bound = fast["tokens_per_s"] / fast["useful_mfu"]
         lines += ["", f"At the measured peak, this configuration's useful FLOPs allow {bound:.0f} tokens/s; "
@@ -42,20 +23,63 @@ def _fmt(value, spec=".3g", scale=1.0) -> str:
 
 
 def row_line(r: dict) -> str:
-    note = f"skipped: {r['skipped_reason']}" if r["skipped_reason"] else r.get("kernels", "")
-    cells = [r["system"], r["workload"], r["model"], r["seq_len"], r["batch"], r["quant"],
-             _fmt(r["masked_frac"], ".2f"),
+    failed = failure(r)
+    note = (f"skipped: {r['skipped_reason']}" if r["skipped_reason"]
+            else f"FAILED, trained nothing: {failed}; {r['kernels']}" if failed else r["kernels"])
+    cells = [r["system"], r["workload"], r["model"], r["seq_len"], r["batch"], r["quant"], r["dtype"],
+             "on" if r["gradient_checkpointing"] else "off", _fmt(r["masked_frac"], ".2f"),
              _fmt(r["tokens_per_s"], ".1f"), _fmt(r["trained_tokens_per_s"], ".1f"), _fmt(r["step_s"], ".2f"),
-             _fmt(r["peak_mem_bytes"], ".2f", GB), _fmt(r["mfu"], ".1%"), _fmt(r["useful_mfu"], ".1%"),
-             _fmt(r["final_loss"], ".5f"), note.replace("|", "/")]
+             _fmt(r["peak_mem_bytes"], ".2f", GB), _fmt(r["useful_mfu"], ".1%"), _fmt(r.get("first_loss"), ".5f"),
+             _fmt(r["final_loss"], ".5f"), _fmt(r["grad_norm"], ".4g"), note.replace("|", "/")]
     return "| " + " | ".join(map(str, cells)) + " |"
 
 
-def settings_text(rows: list[dict]) -> str:
-    settings = sorted({r["settings"] for r in rows if not r["skipped_reason"]})
-    if len(settings) == 1:
-        return f"(identical across systems, read back from each trainer): {settings[0]}"
-    return "NOT identical across rows: " + " / ".join(settings) if settings else "-"
+_POINT = ("model", "workload", "seq_len", "batch", "quant", "dtype", "gradient_checkpointing")
+
+
+def side_by_side_lines(rows: list[dict]) -> list[str]:
+    """fastft against hf-peft-trl at every point where both trained: the sequence-length sweep, checkpointing on
+    and off, the bf16 rows."""
+    pairs = {}
+    for r in rows:
+        if r["system"] in ("fastft", "hf-peft-trl") and not r["skipped_reason"] and not failure(r):
+            pairs.setdefault(tuple(r[k] for k in _POINT) + (round(r["masked_frac"], 2),), {})[r["system"]] = r
+    lines = ["| model | seq | batch | quant | dtype | grad. ckpt | masked | fastft tokens/s | hf-peft-trl tokens/s "
+             "| speed ratio | fastft GiB | hf-peft-trl GiB | memory ratio | loss rel. diff. |", "|" + "---|" * 14]
+    for key, pair in pairs.items():
+        if len(pair) < 2:
+            continue
+        fast, base = pair["fastft"], pair["hf-peft-trl"]
+        model, _, seq, batch, quant, dtype, checkpointing, masked = key
+        loss = abs(fast["final_loss"] - base["final_loss"]) / abs(base["final_loss"])
+        cells = [model, seq, batch, quant, dtype, "on" if checkpointing else "off", f"{masked:.2f}",
+                 f"{fast['tokens_per_s']:.1f}", f"{base['tokens_per_s']:.1f}",
+                 f"{fast['tokens_per_s'] / base['tokens_per_s']:.2f}x", f"{fast['peak_mem_bytes'] / GB:.2f}",
+                 f"{base['peak_mem_bytes'] / GB:.2f}", f"{fast['peak_mem_bytes'] / base['peak_mem_bytes']:.3f}x",
+                 f"{loss:.2g}"]
+        lines.append("| " + " | ".join(map(str, cells)) + " |")
+    return lines if len(lines) > 2 else ["(no point where both fastft and hf-peft-trl trained)"]
+
+
+def settings_lines(rows: list[dict]) -> list[str]:
+    """The settings read back from each trainer, per dtype and checkpointing setting: identical across systems?"""
+    groups = {}
+    for r in rows:
+        if not r["skipped_reason"]:
+            groups.setdefault((r["dtype"], r["gradient_checkpointing"]), set()).add(r["settings"])
+    lines = []
+    for (dtype, checkpointing), settings in groups.items():
+        head = f"- Settings, {dtype}, gradient checkpointing {'on' if checkpointing else 'off'}, "
+        if len(settings) == 1:
+            lines.append(head + f"identical across systems (read back from each trainer): {next(iter(settings))}")
+        else:
+            lines.append(head + "NOT identical across systems: " + " / ".join(sorted(settings)))
+    return lines
+
+
+def peak_text(meta: dict) -> str:
+    return "; ".join(f"{dtype} {flops / 1e9:.1f} GFLOP/s (before: {meta['peak_before'][dtype] / 1e9:.1f}, "
+                     f"after: {meta['peak_after'][dtype] / 1e9:.1f})" for dtype, flops in meta["peak_flops"].items())
 
 
 def markdown(rows: list[dict], meta: dict) -> str:
@@ -63,22 +87,26 @@ def markdown(rows: list[dict], meta: dict) -> str:
            f"- Machine: {meta['machine']}",
            f"- Software: {meta['software']}",
            f"- Run: `{meta['command']}` ({meta['mode']}); each configuration in a fresh process; "
-           f"step time = median of the timed steps after warm-up",
-           f"- Settings {settings_text(rows)}; {meta['dtype']}; the same token batches for every system",
-           f"- Peak for MFU: {meta['peak_flops'] / 1e9:.1f} GFLOP/s, the best {meta['peak_what']} measured in this run "
-           f"(before: {meta['peak_before'] / 1e9:.1f}, after: {meta['peak_after'] / 1e9:.1f})",
-           "- MFU counts model FLOPs with the LM head on every position; useful MFU counts it on labelled positions "
-           "only (see bench/flops.py). Peak memory: " + meta["memory_what"], "",
-           "## Targets (fastft vs hf-peft-trl; Gemma 3 270M, summarization ~90% masked, seq 1024, batch 2, LoRA)", ""]
+           f"step time = median of the timed steps after warm-up; the same token batches for every system",
+           *settings_lines(rows),
+           f"- Peak for useful MFU, the best {meta['peak_what']} measured in this run: {peak_text(meta)}",
+           "- Useful MFU: the FLOPs the result needs (LM head on labelled positions only, frozen weights without "
+           "weight gradients; bench/flops.py) per second, over the peak of the row's dtype. Grad norm: L2 norm of the "
+           "trainable parameters' gradients at the last timed step; a row whose grad norm is 0 or whose loss on "
+           "batch 0 did not move (loss before -> final loss) is FAILED and wins nothing. Peak memory: "
+           + meta["memory_what"], "",
+           "## Targets (fastft vs hf-peft-trl; Gemma 3 270M, summarization ~90% masked, seq 1024, batch 2, LoRA, "
+           f"{default_dtype(rows[0]['device']) if rows else '-'})", ""]
     if meta.get("warning"):
         out += [f"**{meta['warning']}**", ""]
     out += target_lines(rows)
     out += ["", "Not covered by these rows: `linear_cross_entropy` memory flat in N at V = 262,144 (run "
             "`python bench/kernels.py`, its report sits beside this one); the GPU target (ahead of unsloth and liger "
             "on Llama-3.2-3B QLoRA) needs a GPU run of this harness."]
+    out += ["", "## fastft vs hf-peft-trl, side by side", "", *side_by_side_lines(rows)]
     out += ["", "## All rows", "",
-            "| system | workload | model | seq | batch | quant | masked | tokens/s | trained tok/s | step s | peak GiB "
-            "| MFU | useful MFU | final loss | kernels / skipped |",
-            "|" + "---|" * 15]
+            "| system | workload | model | seq | batch | quant | dtype | grad. ckpt | masked | tokens/s | trained tok/s"
+            " | step s | peak GiB | useful MFU | loss before | final loss | grad norm | kernels / skipped / FAILED |",
+            "|" + "---|" * 18]
     out += [row_line(r) for r in rows]
     return "\n".join(out) + "\n"

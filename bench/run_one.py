@@ -11,11 +11,12 @@ import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import LORA, Config, device, dtype_name
+from .config import LORA, Config, device
 
 ROW_PREFIX = "BENCH_ROW "
-FIELDS = ("system", "workload", "model", "seq_len", "batch", "quant", "device", "tokens_per_s", "trained_tokens_per_s",
-          "step_s", "peak_mem_bytes", "mfu", "useful_mfu", "final_loss", "skipped_reason")
+FIELDS = ("system", "workload", "model", "seq_len", "batch", "quant", "device", "dtype", "gradient_checkpointing",
+          "tokens_per_s", "trained_tokens_per_s", "step_s", "peak_mem_bytes", "useful_mfu", "first_loss", "final_loss",
+          "grad_norm", "failed_reason", "skipped_reason")
 
 
 @dataclass
@@ -50,18 +51,19 @@ def prepare(cfg: Config) -> Prepared:
 def base_row(cfg: Config) -> dict:
     row = dict.fromkeys(FIELDS)
     row.update(system=cfg.system, workload=cfg.workload, model=cfg.model, seq_len=cfg.seq_len, batch=cfg.batch,
-               quant=cfg.quant, device=device(), dtype=dtype_name(), masked_frac=cfg.mask, warmup=cfg.warmup,
+               quant=cfg.quant, device=device(), dtype=cfg.compute_dtype, masked_frac=cfg.mask, warmup=cfg.warmup,
                timed=cfg.timed, gradient_checkpointing=cfg.gradient_checkpointing)
     return row
 
 
 def run_config(cfg: Config) -> dict:
-    """The row of one configuration (mfu/useful_mfu stay None: they need the peak, see measure.with_mfu)."""
+    """The row of one configuration (useful_mfu stays None: it needs the peak, see measure.with_mfu)."""
     from fastft.training.usage import peak_memory_bytes
 
     from . import systems
-    from .flops import step_flops
+    from .flops import useful_step_flops
     from .measure import median, timed_steps
+    from .targets import failure
 
     row, system = base_row(cfg), systems.system(cfg.system)
     reason = system.unavailable(cfg)
@@ -72,15 +74,15 @@ def run_config(cfg: Config) -> dict:
     losses, seconds = timed_steps(run, cfg.warmup, cfg.timed, row["device"])
     first = data.batches[0]
     tokens, trained = cfg.batch * cfg.seq_len, sum(r.trained for r in first)
-    model_flops, useful_flops = step_flops(data.model_config, cfg.batch, cfg.seq_len, trained,
-                                           LORA["r"], LORA["targets"])
+    useful_flops = useful_step_flops(data.model_config, cfg.batch, cfg.seq_len, trained, LORA["r"], LORA["targets"])
     step_s = median(seconds)
-    return {**row, "masked_frac": first[0].n_prompt / cfg.seq_len, "natural_masked_frac": data.natural_masked,
-            "tokens_per_s": tokens / step_s, "trained_tokens_per_s": trained / step_s, "step_s": step_s,
-            "step_times": seconds, "tokens_per_step": tokens, "trained_tokens_per_step": trained,
-            "model_flops_per_step": model_flops, "useful_flops_per_step": useful_flops,
-            "first_loss": losses[0], "losses": losses, "final_loss": run.loss(0),
-            "peak_mem_bytes": peak_memory_bytes(row["device"]), "kernels": run.notes, "settings": run.settings()}
+    row = {**row, "masked_frac": first[0].n_prompt / cfg.seq_len, "natural_masked_frac": data.natural_masked,
+           "tokens_per_s": tokens / step_s, "trained_tokens_per_s": trained / step_s, "step_s": step_s,
+           "step_times": seconds, "tokens_per_step": tokens, "trained_tokens_per_step": trained,
+           "useful_flops_per_step": useful_flops, "first_loss": losses[0], "losses": losses, "final_loss": run.loss(0),
+           "grad_norm": run.grad_norm, "peak_mem_bytes": peak_memory_bytes(row["device"]), "kernels": run.notes,
+           "settings": run.settings()}
+    return {**row, "failed_reason": failure(row)}
 
 
 def _out_of_memory(exc: BaseException) -> bool:

@@ -1,9 +1,10 @@
 """Training throughput of fastft against the alternatives, on the same model, batches and settings.
 
-    python bench/throughput.py [--quick] [--json PATH] [--sweeps seq,batch,...] [--systems fastft,hf-peft-trl]
+    python bench/throughput.py [--quick] [--check] [--json PATH] [--sweeps seq,batch,...] [--systems fastft,...]
 
 Each configuration runs in its own `python -m bench.run_one` process (fresh peak RSS); rows, a Markdown report
-and plots go to bench/results/<device>-<date>/. --quick measures only the issue's target configuration.
+and plots go to bench/results/<device>-<date>/. --quick measures the issue's target configuration (checkpointing
+off and on) and short bf16 and sequence-length sweeps; --check exits 1 when a target of bench/targets.py is not HIT.
 """
 import argparse
 import dataclasses
@@ -18,8 +19,8 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make `bench` importable from the repository root
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench import machine, plan  # noqa: E402
-from bench.config import REPO, SYSTEMS, Config, dtype_name  # noqa: E402
+from bench import machine, plan, targets  # noqa: E402
+from bench.config import REPO, SYSTEMS, Config  # noqa: E402
 from bench.outputs import write_outputs  # noqa: E402
 from bench.run_one import ROW_PREFIX, base_row  # noqa: E402
 
@@ -44,14 +45,19 @@ def run_in_subprocess(cfg: Config, mem_limit: int, timeout: int, log_path: Path)
 
 def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="only the target configuration, 1 warm-up + 2 timed steps")
+    parser.add_argument("--quick", action="store_true", help="the target configuration (checkpointing off and on), "
+                        "bf16 and sequence lengths 256/1024/4096 for fastft and hf-peft-trl; see bench/plan.py")
+    parser.add_argument("--check", action="store_true",
+                        help="exit 1 when fastft misses a target of bench/targets.py against hf-peft-trl in this run")
     parser.add_argument("--json", type=Path, help="also write the rows to this file")
     parser.add_argument("--out", type=Path, help="output folder (default bench/results/<device>-<date>)")
     parser.add_argument("--sweeps", default=",".join(plan.SWEEPS), help=f"comma list of {', '.join(plan.SWEEPS)}")
     parser.add_argument("--systems", default=",".join(SYSTEMS))
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--timed", type=int, default=3)
-    parser.add_argument("--gradient-checkpointing", action="store_true", help="turn it on for every system")
+    parser.add_argument("--gradient-checkpointing", nargs="?", const="on", default="off", choices=plan.CHECKPOINTING,
+                        help="off (default), on (alone: on) or both, for every system and point (not with --quick: "
+                             "it measures both at the target)")
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                         help="override a Config field in every configuration, e.g. --set model=PATH --set seq_len=128")
     parser.add_argument("--mem-limit-gb", type=float, default=machine.total_memory_bytes() * 0.85 / 1024**3,
@@ -66,7 +72,8 @@ def chosen_configs(args) -> list[Config]:
     if args.quick:
         configs = plan.quick(systems)
     else:
-        configs = plan.configs(args.sweeps.split(","), systems, args.warmup, args.timed, args.gradient_checkpointing)
+        configs = plan.configs(args.sweeps.split(","), systems, args.warmup, args.timed,
+                               plan.CHECKPOINTING[args.gradient_checkpointing])
     overrides = dict(_field_value(item) for item in args.set)
     return list(dict.fromkeys(dataclasses.replace(cfg, **overrides) for cfg in configs))  # overrides may merge points
 
@@ -85,28 +92,37 @@ def main(argv=None) -> None:
     out, stem = args.out or machine.results_dir(), "throughput-quick" if args.quick else "throughput"
     (out / "logs").mkdir(parents=True, exist_ok=True)
     load = os.getloadavg()[0]  # before this run adds its own
-    peak_before, rows, started = machine.measure_peak(), [], time.time()
+    dtypes = sorted({cfg.compute_dtype for cfg in configs})
+    peak_before, rows, started = machine.measure_peak(dtypes), [], time.time()
     for n, cfg in enumerate(configs, 1):
         log = out / "logs" / f"{stem}-{n:03d}-{cfg.system}.log"
         rows.append(run_in_subprocess(cfg, int(args.mem_limit_gb * 1024**3), args.timeout, log))
         print(f"[{n}/{len(configs)} {time.time() - started:.0f}s] {describe(cfg, rows[-1])}", flush=True)
     command = " ".join(["python bench/throughput.py", *(sys.argv[1:] if argv is None else argv)])
-    meta = run_meta(peak_before, machine.measure_peak(), command, "quick" if args.quick else "full")
+    meta = run_meta(peak_before, machine.measure_peak(dtypes), command, "quick" if args.quick else "full")
     meta["warning"] = machine.busy_warning(load, meta["peak_before"], meta["peak_after"])
     write_outputs(rows, meta, out, stem, args.json)
+    if args.check:
+        sys.exit(targets.main([str(out / f"{stem}.json")]))  # the rows as written, MFU filled in
 
 
 def describe(cfg: Config, row: dict) -> str:
-    result = f"skipped: {row['skipped_reason']}" if row["skipped_reason"] else f"{row['tokens_per_s']:.1f} tokens/s"
-    return f"{cfg.system} {cfg.model} seq {cfg.seq_len} batch {cfg.batch} {cfg.quant} masked {cfg.mask:.2f}: {result}"
+    if row["skipped_reason"]:
+        result = f"skipped: {row['skipped_reason']}"
+    else:
+        result = f"{row['tokens_per_s']:.1f} tokens/s, grad norm {row['grad_norm']:.3g}"
+        result += f", FAILED: {row['failed_reason']}" if row["failed_reason"] else ""
+    return (f"{cfg.system} {cfg.model} seq {cfg.seq_len} batch {cfg.batch} {cfg.quant} {cfg.compute_dtype} "
+            f"grad. ckpt {'on' if cfg.gradient_checkpointing else 'off'} masked {cfg.mask:.2f}: {result}")
 
 
-def run_meta(peak_before: float, peak_after: float, command: str, mode: str) -> dict:
+def run_meta(peak_before: dict, peak_after: dict, command: str, mode: str) -> dict:
     return {"device_name": machine.device_name(), "date": f"{datetime.date.today():%Y-%m-%d}",
             "machine": machine.machine_text(), "software": machine.software_text(), "command": command, "mode": mode,
-            "dtype": dtype_name(), "peak_what": machine.peak_what(), "memory_what": machine.memory_what(),
-            # the higher of two measurements: a busy moment can only slow a matmul down
-            "peak_flops": max(peak_before, peak_after), "peak_before": peak_before, "peak_after": peak_after}
+            "peak_what": machine.peak_what(), "memory_what": machine.memory_what(),
+            # per dtype, the higher of two measurements: a busy moment can only slow a matmul down
+            "peak_flops": {dtype: max(peak_before[dtype], peak_after[dtype]) for dtype in peak_before},
+            "peak_before": peak_before, "peak_after": peak_after}
 
 
 if __name__ == "__main__":

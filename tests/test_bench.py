@@ -1,22 +1,25 @@
 """Smoke test of the benchmark harness on a tiny random Llama: one training step per system, in this process.
 
 Checks the rows are complete, systems that cannot run say why, and the systems that run trained the same thing:
-the same loss before any update and after it.
+the same loss before any update and after it, and the same gradient norm. A system that trains nothing (learning
+rate 0) is FAILED and cannot meet a target; bench/targets.py's check is tested on synthetic rows.
 """
 import json
 import math
 
 import pytest
 
-from bench.config import SYSTEMS, Config
+from bench import targets
+from bench.config import OPTIM, SYSTEMS, Config
 from bench.outputs import write_outputs
 from bench.run_one import FIELDS, run_config
 from bench.throughput import run_meta
 from tests.factories import tiny_llama_checkpoint
 
 RUNS_ON_CPU = ("fastft", "fastft-nokernels", "hf-peft-trl")
-MEASURED = ("tokens_per_s", "trained_tokens_per_s", "step_s", "peak_mem_bytes", "mfu", "useful_mfu", "final_loss")
-PEAK = 1e11  # FLOP/s; any positive number will do for checking that MFU is filled in
+MEASURED = ("tokens_per_s", "trained_tokens_per_s", "step_s", "peak_mem_bytes", "useful_mfu", "first_loss",
+            "final_loss", "grad_norm")
+PEAK = {"float32": 1e11}  # FLOP/s; any positive number will do for checking that MFU is filled in
 
 
 @pytest.fixture(scope="module")
@@ -40,6 +43,7 @@ def test_every_system_has_a_complete_row_or_a_reason(rows):
             assert system not in RUNS_ON_CPU and all(row[k] is None for k in MEASURED), row
         else:
             assert all(row[k] > 0 and math.isfinite(row[k]) for k in MEASURED), row
+            assert row["failed_reason"] is None, row
     assert not any(by_system[s]["skipped_reason"] for s in RUNS_ON_CPU)
 
 
@@ -51,11 +55,76 @@ def test_systems_train_the_same_thing(rows):
         assert row["settings"] == reference["settings"]
         assert row["first_loss"] == pytest.approx(reference["first_loss"], rel=1e-5)  # before any update
         assert row["final_loss"] == pytest.approx(reference["final_loss"], rel=1e-4)  # after one step
+        assert row["grad_norm"] == pytest.approx(reference["grad_norm"], rel=1e-4)  # the step's gradients
+
+
+def test_a_system_that_trains_nothing_is_failed(tmp_path, monkeypatch):
+    # Every system's optimizer reads it. fastft's recipe refuses 0; at 1e-30 the adapters move by ~1e-30.
+    monkeypatch.setitem(OPTIM, "lr", 1e-30)
+    folder = tiny_llama_checkpoint(tmp_path / "llama")
+    row = run_config(Config(system="hf-peft-trl", model=str(folder), seq_len=64, batch=2, warmup=0, timed=2))
+    assert row["grad_norm"] > 0  # gradients flow; the optimizer step is what does nothing
+    assert row["final_loss"] == pytest.approx(row["first_loss"], rel=1e-6)  # as measured, not as the rule says
+    assert row["failed_reason"].startswith("loss on batch 0 did not move")
 
 
 def test_report_and_plots_are_written(rows):
     _, out = rows
     report = (out / "test.md").read_text()
-    assert "| fastft >= 2.5x hf-peft-trl tokens/s | not measured in this run |" in report  # tiny is not the target
-    assert report.count("\n| ") >= 2 + len(SYSTEMS)
+    # the tiny model is not the target configuration
+    assert "| fastft >= 3x hf-peft-trl tokens/s | off | - | not measured in this run |" in report
+    assert report.count("\n| ") >= 2 + len(targets.TARGETS) + 3 + len(SYSTEMS)  # targets, side by side, all rows
     assert sorted(p.name for p in out.glob("*.png")) == ["test-memory-vs-seq-len.png", "test-throughput-vs-seq-len.png"]
+
+
+def _target_rows(changes=None) -> list[dict]:
+    """fastft and hf-peft-trl at the target configuration, checkpointing off and on, meeting every target;
+    changes[(system, checkpointing)] overrides fields of one row."""
+    rows = []
+    for on in (False, True):
+        for system, speed, memory in (("fastft", 400.0, 4.0e9 if on else 3.5e9), ("hf-peft-trl", 100.0, 8.0e9)):
+            row = dict(system=system, model="gemma3-270m", workload="summarization", seq_len=1024, batch=2,
+                       quant="none", masked_frac=0.9, gradient_checkpointing=on, dtype="float32", device="cpu",
+                       tokens_per_s=speed, peak_mem_bytes=memory, useful_mfu=0.65 if system == "fastft" else 0.16,
+                       first_loss=3.4, final_loss=2.5, grad_norm=1.5, skipped_reason=None)
+            rows.append({**row, **(changes or {}).get((system, on), {})})
+    return rows
+
+
+def test_check_passes_when_every_target_is_hit(capsys):
+    assert targets.check(_target_rows()) == 0
+    assert "7 of 7 targets HIT, passed" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("changes, expected", [
+    ({("fastft", True): {"tokens_per_s": 290.0}}, "fastft >= 3x hf-peft-trl tokens/s (gradient checkpointing on): 2.9"),
+    ({("fastft", False): {"peak_mem_bytes": 3.8e9}}, "peak memory (gradient checkpointing off): 0.475, MISSED"),
+    ({("fastft", True): {"peak_mem_bytes": 4.2e9}}, "peak memory (gradient checkpointing on): 0.525, MISSED"),
+    ({("fastft", False): {"useful_mfu": 0.59}}, "useful MFU >= 60% of the measured peak (gradient checkpointing off): "
+                                                "0.59, MISSED"),
+    ({("fastft", False): {"final_loss": 2.5 * 1.002}}, "relative difference <= 1e-3 (gradient checkpointing off): "
+                                                       "0.002, MISSED"),
+    ({("fastft", False): {"grad_norm": 0.0}}, "FAILED: fastft trained nothing: gradient norm 0.0"),
+    ({("hf-peft-trl", True): {"final_loss": 3.4}}, "FAILED: hf-peft-trl trained nothing: loss on batch 0 did not move"),
+    ({("hf-peft-trl", True): {"skipped_reason": "failed, out of memory"}}, "(gradient checkpointing on): not measured"),
+])
+def test_check_fails_on_each_kind_of_shortfall(changes, expected, capsys):
+    assert targets.check(_target_rows(changes)) == 1
+    out = capsys.readouterr().out
+    assert expected in out and "passed" not in out
+
+
+def test_check_cli_exit_code_and_bad_file(tmp_path):
+    import subprocess
+    import sys
+
+    def run(rows_or_text):
+        path = tmp_path / "results.json"
+        path.write_text(rows_or_text if isinstance(rows_or_text, str) else json.dumps({"rows": rows_or_text}))
+        return subprocess.run([sys.executable, "-m", "bench.targets", str(path)], capture_output=True, text=True)
+
+    assert run(_target_rows()).returncode == 0
+    missed = run(_target_rows({("fastft", False): {"tokens_per_s": 250.0}}))
+    assert missed.returncode == 1 and "tokens/s (gradient checkpointing off): 2.5, MISSED" in missed.stdout
+    bad = run("[]")
+    assert bad.returncode == 1 and "not a throughput.py results file" in bad.stderr and "Traceback" not in bad.stderr

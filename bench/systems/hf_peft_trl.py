@@ -3,7 +3,7 @@ completion-only loss. The dataset is a prompt-completion one already tokenized (
 the same token ids every system gets); TRL builds the labels and batches with its own preparation and collator."""
 import torch
 
-from ..config import LORA, OPTIM, SEED, dtype_name
+from ..config import LORA, OPTIM, SEED
 from .common import TRAINER_DIR, TrainerRun, checkpointing_arg, seed_adapters
 
 
@@ -19,7 +19,7 @@ def lora_model(cfg, source):
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
     from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
-    dtype = getattr(torch, dtype_name())
+    dtype = getattr(torch, cfg.compute_dtype)
     kwargs = {"dtype": dtype, "attn_implementation": "sdpa"}
     if cfg.quant == "nf4":
         kwargs["quantization_config"] = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
@@ -47,7 +47,7 @@ def trl_run(cfg, data, model, notes: str, **config_overrides) -> TrainerRun:
         gradient_accumulation_steps=1, learning_rate=OPTIM["lr"], lr_scheduler_type="constant", warmup_steps=0,
         weight_decay=OPTIM["weight_decay"], optim=OPTIM["name"],
         # TRL defaults to gradient checkpointing and bf16; both are set to what every system uses
-        **checkpointing_arg(SFTConfig, cfg.gradient_checkpointing), bf16=on_gpu and dtype_name() == "bfloat16",
+        **checkpointing_arg(SFTConfig, cfg.gradient_checkpointing), bf16=on_gpu and cfg.compute_dtype == "bfloat16",
         completion_only_loss=True, max_length=None, packing=False, report_to="none", seed=SEED,
         dataloader_pin_memory=on_gpu, **config_overrides,
     )

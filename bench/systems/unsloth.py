@@ -17,11 +17,11 @@ def build(cfg, data):
     import torch
     from unsloth import FastLanguageModel
 
-    from ..config import LORA, SEED, dtype_name
+    from ..config import LORA, SEED
     from .hf_peft_trl import trl_run
 
     model, _ = FastLanguageModel.from_pretrained(str(data.source), max_seq_length=cfg.seq_len,
-                                                 dtype=getattr(torch, dtype_name()), load_in_4bit=cfg.quant == "nf4")
+                                                 dtype=getattr(torch, cfg.compute_dtype), load_in_4bit=cfg.quant == "nf4")
     model = FastLanguageModel.get_peft_model(
         model, r=LORA["r"], lora_alpha=LORA["alpha"], lora_dropout=LORA["dropout"], target_modules=LORA["targets"],
         bias="none", use_gradient_checkpointing="unsloth" if cfg.gradient_checkpointing else False, random_state=SEED,
