@@ -136,6 +136,21 @@ def merge(adapter, out, dtype, base):
 
     click.echo(f"merged model saved to {merge_adapter(adapter, out, dtype, base)}")
 
+@main.command()
+@click.argument("recipe", type=click.Path(path_type=Path))
+@_set_option
+@click.option("--adapter", type=click.Path(path_type=Path), help="adapter folder of a run (outputs/<experiment>/final_model)")
+@click.option("--merged", type=click.Path(path_type=Path), help="instead of --adapter: a checkpoint `fastft merge` wrote (needed for a 4-bit base)")
+@click.option("--gguf", "out", required=True, type=click.Path(path_type=Path), help="GGUF file to write")
+@click.option("--quant", default="f16", show_default=True, help="f16, bf16 or q8_0")
+@click.option("--overwrite", is_flag=True, help="replace an existing GGUF file")
+def export(recipe, sets, adapter, merged, out, quant, overwrite):
+    """Merge the adapter into the recipe's base and write one GGUF file for llama.cpp, Ollama and LM Studio."""
+    from .commands.export import export_gguf
+
+    click.echo(f"GGUF written to {export_gguf(recipe, sets, adapter, merged, out, quant, overwrite, _err.print)}")
+
+
 
 @main.command(name="eval")
 @click.argument("recipe", type=click.Path(path_type=Path))
