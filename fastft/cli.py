@@ -8,8 +8,8 @@ from rich.text import Text
 
 from .errors import FastftError
 from .runtime.distributed import leave_together
-from .runtime.quiet import quiet_third_party
 from .runtime.interrupt import Stopped
+from .runtime.quiet import quiet_third_party
 
 quiet_third_party()  # before any command imports transformers or peft
 
@@ -136,6 +136,25 @@ def merge(adapter, out, dtype, base):
 
     click.echo(f"merged model saved to {merge_adapter(adapter, out, dtype, base)}")
 
+
+@main.command()
+@click.option("--adapter", required=True, type=click.Path(path_type=Path), help="adapter folder of a run (outputs/<experiment>/final_model)")
+@click.option("--repo", required=True, help="Hub repository, owner/name")
+@click.option("--private", is_flag=True, help="create the repository private")
+@click.option("--merged", type=click.Path(path_type=Path), help="upload this `fastft merge` checkpoint instead of the adapter")
+@click.option("--gguf", type=click.Path(path_type=Path), help="upload this `fastft export` GGUF file instead of the adapter")
+@click.option("--staging", type=click.Path(path_type=Path), help="new or empty folder for the files to upload (default: <run>/hub)")
+@click.option("--dry-run", is_flag=True, help="stage the files and the model card, upload nothing")
+def push(adapter, repo, private, merged, gguf, staging, dry_run):
+    """Publish a run's adapter, merged model or GGUF file on the Hugging Face Hub, with a model card."""
+    from .commands.push import default_staging, stage, upload
+
+    staging = staging or default_staging(adapter)
+    click.echo(f"staged in {staging}: {', '.join(stage(adapter, staging, merged, gguf))}")
+    if not dry_run:
+        click.echo(f"uploaded: {upload(staging, repo, private)}")
+
+
 @main.command()
 @click.argument("recipe", type=click.Path(path_type=Path))
 @_set_option
@@ -149,7 +168,6 @@ def export(recipe, sets, adapter, merged, out, quant, overwrite):
     from .commands.export import export_gguf
 
     click.echo(f"GGUF written to {export_gguf(recipe, sets, adapter, merged, out, quant, overwrite, _err.print)}")
-
 
 
 @main.command(name="eval")
