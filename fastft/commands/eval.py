@@ -3,6 +3,7 @@ import json
 from pathlib import Path
 
 from ..config.loader import load_recipe
+from ..config.optional import check_optional_packages
 from ..errors import FastftError
 from ..evaluation.evaluate import eval_examples, task_metrics
 from ..evaluation.predict import predict, references, write_predictions
@@ -38,6 +39,7 @@ def eval_command(recipe_file: Path, sets, adapter: Path | None, zero_shot: bool,
     """(metrics, the folder they were written to)."""
     check_model_choice(adapter, zero_shot)
     recipe = load_recipe(recipe_file, sets)
+    check_optional_packages(recipe, "eval")
     key = "--out" if out else "output.dir"
     out = out or (Path(adapter).parent / "eval" if adapter else results_dir(recipe, adapter))
     check_writable_folder(out, key)

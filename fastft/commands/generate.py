@@ -2,6 +2,7 @@
 from pathlib import Path
 
 from ..config.loader import load_recipe
+from ..config.optional import check_optional_packages
 from ..evaluation.predict import input_examples, predict, references, write_predictions
 from ..runtime.progress import progress_bar
 from ..runtime.writable import check_writable_file
@@ -13,6 +14,7 @@ def generate(recipe_file: Path, sets, adapter: Path | None, zero_shot: bool, inp
     """(how many predictions, the CSV they were written to)."""
     check_model_choice(adapter, zero_shot)
     recipe = load_recipe(recipe_file, sets)
+    check_optional_packages(recipe, "generate")
     key = "--output" if output else "output.dir"
     output = output or results_dir(recipe, adapter) / "predictions" / f"{Path(input_file or recipe.dataset.eval).stem}.csv"
     check_writable_file(output, key)

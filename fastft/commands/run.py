@@ -7,6 +7,7 @@ from pathlib import Path
 from transformers import TrainerCallback
 
 from ..config.loader import load_recipe
+from ..config.optional import check_optional_packages
 from ..data.pipeline import Split, build_splits
 from ..data.stats import data_stats
 from ..evaluation.callback import EpochGeneration
@@ -81,11 +82,13 @@ def prepare(recipe, recipe_file: Path | None, run_log: RunLog, mode: str) -> Pre
 
 
 def _prepare(recipe, recipe_file, run_log, mode, output_dir, lock) -> Prepared:
+    # Before any loading or conversion: a backend this machine cannot run, then a package the recipe needs.
+    backend = select_backend(recipe.model)
+    check_optional_packages(recipe, "train")
     resolved = resolve_model(recipe, run_log)
     # Rank 0 alone looks at the folder (once it has made it, another rank would find "a run" there); every rank
     # gets its answer, or its refusal.
     resume_from = main_decides(lambda: check_output_dir(output_dir, resolved.recipe, mode))
-    backend = select_backend(resolved.recipe.model)
     train, evaluation = build_splits(resolved.recipe.dataset, resolved.tokenizer, recipe_file, progress_bar)
     return Prepared(resolved, output_dir, mode, resume_from, backend, train, evaluation, lock)
 
@@ -175,8 +178,10 @@ def run(recipe, recipe_file: Path | None, run_log: RunLog, mode: str = "new") ->
     prepared = prepare(recipe, recipe_file, run_log, mode)
     try:
         main_decides(lambda: prepared.lock.acquire(create=True))
-        main_decides(lambda: open_output_dir(prepared.output_dir, prepared.resolved.recipe, mode))
+        notice = main_decides(lambda: open_output_dir(prepared.output_dir, prepared.resolved.recipe, mode))
         run_log.open()
+        if notice:
+            run_log(notice)
         built = build(prepared, run_log)
         return finish(prepared, built, train(prepared, built, run_log), run_log)
     finally:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..config.loader import load_recipe
+from ..config.optional import check_optional_packages
 from ..errors import FastftError
 from ..runtime.outputs import CHECKPOINTS, METRICS, last_checkpoint
 from ..runtime.writable import check_writable_folder
@@ -81,7 +82,8 @@ def cell_name(values: dict[str, str]) -> str:
 
 
 def plan(recipe_path: Path, overrides: list[str], grid: dict[str, list[str]]) -> tuple[Path, list[Cell]]:
-    """(sweep folder, one validated cell per combination). Every cell is validated before anything trains."""
+    """(sweep folder, one validated cell per combination). Every cell is validated, and the packages it needs
+    checked, before anything trains."""
     base = load_recipe(recipe_path, overrides)
     sweep_dir = Path(base.output.dir) / f"{base.experiment}-sweep"
     check_writable_folder(sweep_dir, "output.dir")
@@ -94,6 +96,10 @@ def plan(recipe_path: Path, overrides: list[str], grid: dict[str, list[str]]) ->
             recipe = load_recipe(recipe_path, [*overrides, *(f"{key}={value}" for key, value in values.items())])
         except FastftError as error:
             raise FastftError(f"grid cell {shown} is not a valid recipe: {error.message}", where=GRID_SOURCE, hint=error.hint or GRID_HINT) from None
+        try:
+            check_optional_packages(recipe, "train")
+        except FastftError as error:
+            raise FastftError(f"grid cell {shown}: {error.message}", where=error.where, hint=error.hint) from None
         recipe.experiment = f"{base.experiment}-{cell_name(values)}"
         recipe.output.dir = str(sweep_dir)
         cells.append(Cell(values, recipe))
