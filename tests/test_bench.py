@@ -6,11 +6,13 @@ rate 0) is FAILED and cannot meet a target; bench/targets.py's check is tested o
 """
 import json
 import math
+import subprocess
+import sys
 
 import pytest
 
 from bench import targets
-from bench.config import OPTIM, SYSTEMS, Config
+from bench.config import OPTIM, REPO, SYSTEMS, Config
 from bench.outputs import write_outputs
 from bench.run_one import FIELDS, run_config
 from bench.throughput import run_meta
@@ -58,6 +60,7 @@ def test_systems_train_the_same_thing(rows):
         assert row["grad_norm"] == pytest.approx(reference["grad_norm"], rel=1e-4)  # the step's gradients
 
 
+@pytest.mark.slow  # a training run
 def test_a_system_that_trains_nothing_is_failed(tmp_path, monkeypatch):
     # Every system's optimizer reads it. fastft's recipe refuses 0; at 1e-30 the adapters move by ~1e-30.
     monkeypatch.setitem(OPTIM, "lr", 1e-30)
@@ -114,10 +117,8 @@ def test_check_fails_on_each_kind_of_shortfall(changes, expected, capsys):
     assert expected in out and "passed" not in out
 
 
+@pytest.mark.slow  # a process per check
 def test_check_cli_exit_code_and_bad_file(tmp_path):
-    import subprocess
-    import sys
-
     def run(rows_or_text):
         path = tmp_path / "results.json"
         path.write_text(rows_or_text if isinstance(rows_or_text, str) else json.dumps({"rows": rows_or_text}))
@@ -128,3 +129,15 @@ def test_check_cli_exit_code_and_bad_file(tmp_path):
     assert missed.returncode == 1 and "tokens/s (gradient checkpointing off): 2.5, MISSED" in missed.stdout
     bad = run("[]")
     assert bad.returncode == 1 and "not a throughput.py results file" in bad.stderr and "Traceback" not in bad.stderr
+
+
+@pytest.mark.slow  # one configuration in its own process
+def test_throughput_check_exits_1_when_the_targets_are_not_measured(tmp_path):
+    folder = tiny_llama_checkpoint(tmp_path / "llama")
+    done = subprocess.run([sys.executable, "bench/throughput.py", "--sweeps", "target", "--systems", "hf-peft-trl",
+                           "--set", f"model={folder}", "--set", "seq_len=64", "--warmup", "0", "--timed", "1",
+                           "--out", str(tmp_path / "out"), "--check"], capture_output=True, text=True, cwd=REPO)
+    assert done.returncode == 1, done.stderr[-2000:]
+    assert "hf-peft-trl" in done.stdout and "grad norm" in done.stdout  # the row was measured and printed
+    assert "check: 0 of 7 targets HIT" in done.stdout and "not measured in this run" in done.stdout
+    assert (tmp_path / "out" / "throughput.json").exists()
