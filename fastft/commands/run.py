@@ -26,6 +26,7 @@ from ..training.stop import StopAtStepEnd
 from ..training.tensorboard import tensorboard_callback, wants_tensorboard
 from ..training.usage import UsageMeter
 from .report import write_run_record
+from .tracking import tracked
 from .summary import data_summary, model_summary, print_metrics
 
 
@@ -182,8 +183,11 @@ def run(recipe, recipe_file: Path | None, run_log: RunLog, mode: str = "new") ->
         run_log.open()
         if notice:
             run_log(notice)
-        built = build(prepared, run_log)
-        return finish(prepared, built, train(prepared, built, run_log), run_log)
+        with tracked(prepared.resolved.recipe, prepared.output_dir, run_log) as tracking:
+            built = build(prepared, run_log)
+            result = finish(prepared, built, train(prepared, built, run_log), run_log)
+            tracking.record(result.output_dir)
+        return result
     finally:
         prepared.lock.release()
 
