@@ -26,8 +26,8 @@ from ..training.stop import StopAtStepEnd
 from ..training.tensorboard import tensorboard_callback, wants_tensorboard
 from ..training.usage import UsageMeter
 from .report import write_run_record
-from .tracking import tracked
 from .summary import data_summary, model_summary, print_metrics
+from .tracking import tracked
 
 
 @dataclass
