@@ -1,6 +1,7 @@
 """`fastft run` in three steps: prepare (everything that can fail on input, before anything is written), build
 (model, data, trainer: training/build.py) and finish (evaluate, save, report)."""
 import json
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from ..runtime.lock import RunFolderLock
 from ..runtime.outputs import CHECKPOINTS, METRICS, check_output_dir, last_checkpoint, open_output_dir
 from ..runtime.progress import progress_bar
 from ..runtime.runlog import RunLog
-from ..runtime.writable import check_output_locations
+from ..runtime.writable import check_output_locations, disk_full, folder_size, is_disk_full
 from ..training.args import optimizer_name
 from ..training.build import build_trainer
 from ..training.stop import StopAtStepEnd
@@ -150,6 +151,24 @@ def train(prepared: Prepared, built: Built, run_log: RunLog) -> dict:
     return metrics
 
 
+def save_final_model(prepared: Prepared, trainer, final_model: Path) -> None:
+    """Adapter and tokenizer; on a full disk the partial folder goes and the run stays resumable (no metrics.json)."""
+    try:
+        trainer.save_model(str(final_model))  # every rank: FSDP / ZeRO-3 gather the weights together; rank 0 writes
+        if is_main():
+            if prepared.resolved.new_token_ids:  # PEFT saves resized embeddings only when it can read the base config
+                trainer.model.save_pretrained(str(final_model), save_embedding_layers=True)
+            prepared.resolved.tokenizer.save_pretrained(str(final_model))
+    except OSError as error:
+        if not is_disk_full(error):
+            raise
+        previous = last_checkpoint(prepared.output_dir / CHECKPOINTS)
+        adapter = previous / "adapter_model.safetensors" if previous else None
+        needed = folder_size(final_model) + (adapter.stat().st_size if adapter and adapter.exists() else 0)
+        shutil.rmtree(final_model, ignore_errors=True)
+        raise disk_full("final_model", prepared.output_dir, needed, previous) from None
+
+
 def finish(prepared: Prepared, built: Built, metrics: dict, run_log: RunLog) -> RunResult:
     trainer, output_dir = built.trainer, prepared.output_dir
     if built.generation:
@@ -161,11 +180,8 @@ def finish(prepared: Prepared, built: Built, metrics: dict, run_log: RunLog) -> 
         run_log(f"eval loss after training: {metrics['eval_loss_after']:.4f}")
 
     final_model = output_dir / "final_model"
-    trainer.save_model(str(final_model))  # on every rank: FSDP / ZeRO-3 gather the weights together; Trainer writes on rank 0
+    save_final_model(prepared, trainer, final_model)
     if is_main():  # the end-of-run files; the other ranks trained the same run and only wait
-        if prepared.resolved.new_token_ids:  # PEFT saves resized embeddings only when it can read the base config
-            trainer.model.save_pretrained(str(final_model), save_embedding_layers=True)
-        prepared.resolved.tokenizer.save_pretrained(str(final_model))
         (output_dir / METRICS).write_text(json.dumps(metrics, indent=2), encoding="utf-8")
         report = write_run_record(output_dir, trainer.state.log_history, data_stats(prepared.train, prepared.evaluation))
         run_log(f"report: {report}")

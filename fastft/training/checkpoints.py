@@ -12,6 +12,9 @@ from transformers.trainer import TRAINER_STATE_NAME
 from transformers.trainer_callback import ExportableState
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 
+from ..runtime.outputs import last_checkpoint
+from ..runtime.writable import disk_full, folder_size, is_disk_full
+
 STAGING_PREFIX = ".partial-"
 
 
@@ -58,6 +61,18 @@ class AtomicCheckpoints:
         if self.args.should_save:
             clear_staging(run_dir)
         self.accelerator.wait_for_everyone()  # every process writes its parts (RNG states) into a clean folder
+        try:
+            self._write_checkpoint(model, run_dir, staging, final)
+        except OSError as error:
+            if not is_disk_full(error):
+                raise
+            # The half-written staging folder goes; the complete checkpoints before it stay as they were.
+            previous = last_checkpoint(run_dir)
+            needed = max(folder_size(previous) if previous else 0, folder_size(staging))
+            shutil.rmtree(staging, ignore_errors=True)
+            raise disk_full(f"checkpoint {final.name}", run_dir, needed, previous) from None
+
+    def _write_checkpoint(self, model, run_dir: Path, staging: Path, final: Path) -> None:
         self.store_flos()
         self.save_model(str(staging), _internal_call=True)
         self.state.best_model_checkpoint = self._best_checkpoint(run_dir)
