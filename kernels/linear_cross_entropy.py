@@ -5,6 +5,10 @@ each chunk's logits are turned in place into their gradient (Triton kernel or it
 contracted into the hidden / weight / bias gradients. For the scalar reductions that happens in the forward and
 backward only scales; for "none" the backward recomputes the chunks with the per-row grad_output folded in.
 
+A row override (token_ids, rows) computes as if weight[token_ids] were `rows`: those columns of each chunk's logits
+come from `rows` and are spliced in before the loss, their gradient goes to `rows` (and none to weight's rows), so
+trained embedding rows of a frozen tied head (PEFT's trainable tokens) never need a merged [V, H] copy of the head.
+
 Under autocast the logits are computed in the autocast dtype, as F.linear would there (transformers' lm_head
 under bf16 autocast gives bf16 logits, which the loss then reads in fp32), and so are the backward's products on
 CUDA; the loss is fp32 and every gradient comes back in its input's dtype.
@@ -39,38 +43,61 @@ def _add_matmul_(acc, a, b):
         acc.addmm_(a.to(acc.dtype), b.to(acc.dtype))
 
 
-def _chunked_pass(h, weight, bias, labels, ignore_index, softcap, chunk_size, row_scale, needs):
-    """Losses of the kept rows h[n, H] and, for each True in needs (hidden, weight, bias), that gradient:
-    d sum_r(row_scale[r] * loss_r) -- hidden in h's dtype, weight and bias accumulated in fp32.
-    h, weight and bias already have the dtype the matmuls run in; autocast must not recast them."""
-    need_h, need_w, need_b = needs
+def _grad_h_chunk_(out, grad_logits, head, grad_spliced=None, rows=None):
+    """out = grad_logits @ head (+ grad_spliced @ rows), summed in the head's dtype and rounded into out once."""
+    if head.dtype == grad_logits.dtype == out.dtype:
+        torch.mm(grad_logits, head, out=out)
+        return out if rows is None else out.addmm_(grad_spliced, rows)
+    total = grad_logits.to(head.dtype) @ head
+    if rows is not None:
+        total.addmm_(grad_spliced.to(head.dtype), rows)
+    return out.copy_(total)
+
+
+def _chunked_pass(h, weight, bias, override, labels, ignore_index, softcap, chunk_size, row_scale, needs):
+    """Losses of the kept rows h[n, H] and, for each True in needs (hidden, weight, bias, override rows), that
+    gradient: d sum_r(row_scale[r] * loss_r) -- hidden in h's dtype, the others accumulated in fp32.
+    override: None or (token_ids[k], rows[k, H]) standing in for weight[token_ids].
+    h, weight, bias and rows already have the dtype the matmuls run in; autocast must not recast them."""
+    need_h, need_w, need_b, need_rows = needs
     n_rows, n_vocab = h.shape[0], weight.shape[0]
     losses = torch.empty(n_rows, dtype=torch.float32, device=h.device)
     grad_h = torch.empty_like(h) if need_h else None
     grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=h.device) if need_w else None
     grad_b = torch.zeros(n_vocab, dtype=torch.float32, device=h.device) if need_b else None
+    ids, rows = override if override is not None else (None, None)
+    grad_rows = torch.zeros(rows.shape, dtype=torch.float32, device=h.device) if need_rows else None
     want_grad = any(needs)
-    rows = chunk_size or default_chunk_rows(n_vocab, h.dtype, h.device)
+    chunk_rows = chunk_size or default_chunk_rows(n_vocab, h.dtype, h.device)
     # The CPU's bf16 GEMM is ~70x slower than its fp32 one for this long-K product (64 x 16,384 x 640 rows:
     # 9.5 s against 0.13 s, torch 2.13), so there grad_h contracts the chunk's gradient with an fp32 head.
-    head_for_grad_h = weight if h.is_cuda or not need_h else weight.float()
+    fp32_for_grad_h = not h.is_cuda and need_h
+    head_for_grad_h = weight.float() if fp32_for_grad_h else weight
+    rows_for_grad_h = None if rows is None else rows.float() if fp32_for_grad_h else rows
     with torch.autocast(h.device.type, enabled=False):
-        for s, e in chunk_bounds(n_rows, n_vocab, rows):
+        for s, e in chunk_bounds(n_rows, n_vocab, chunk_rows):
             h_chunk = h[s:e]
             logits = h_chunk @ weight.t() if bias is None else torch.addmm(bias, h_chunk, weight.t())
+            if ids is not None:
+                spliced = h_chunk @ rows.t() if bias is None else torch.addmm(bias[ids], h_chunk, rows.t())
+                logits.index_copy_(1, ids, spliced)
             scale = None if row_scale is None else row_scale[s:e]
             losses[s:e] = ce_rows(logits, labels[s:e], ignore_index, softcap,
                                   grad=logits if want_grad else None, row_scale=scale)
-            if need_h:
-                if head_for_grad_h.dtype == logits.dtype:
-                    torch.mm(logits, head_for_grad_h, out=grad_h[s:e])
-                else:
-                    grad_h[s:e] = logits.float() @ head_for_grad_h
-            if need_w:
-                _add_matmul_(grad_w, logits.t(), h_chunk)
             if need_b:
                 grad_b.add_(logits.sum(dim=0, dtype=torch.float32))
-    return losses, grad_h, grad_w, grad_b
+            grad_spliced = None
+            if ids is not None and want_grad:
+                # the override's columns belong to `rows`: take them out of what flows into weight
+                grad_spliced = logits.index_select(1, ids)
+                logits.index_fill_(1, ids, 0)
+                if need_rows:
+                    _add_matmul_(grad_rows, grad_spliced.t(), h_chunk)
+            if need_h:
+                _grad_h_chunk_(grad_h[s:e], logits, head_for_grad_h, grad_spliced, rows_for_grad_h)
+            if need_w:
+                _add_matmul_(grad_w, logits.t(), h_chunk)
+    return losses, grad_h, grad_w, grad_b, grad_rows
 
 
 def _compute_dtype(hidden):
@@ -81,58 +108,80 @@ def _compute_dtype(hidden):
 
 class _LinearCrossEntropy(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, hidden, weight, bias, labels, ignore_index, reduction, softcap, chunk_size, grad_enabled,
-                compute_dtype):
+    def forward(ctx, hidden, weight, bias, override_ids, override_rows, labels, ignore_index, reduction, softcap,
+                chunk_size, grad_enabled, compute_dtype):
         flat_labels = labels.reshape(-1)
         valid = flat_labels != ignore_index
         kept = valid.nonzero().squeeze(1)
         n_valid = valid.sum()
         ctx.hidden_shape, ctx.hidden_dtype = hidden.shape, hidden.dtype
-        ctx.weight_dtype, ctx.bias_dtype = weight.dtype, None if bias is None else bias.dtype
+        ctx.dtypes = tuple(None if t is None else t.dtype for t in (weight, bias, override_rows))
         h = hidden.reshape(-1, hidden.shape[-1]).index_select(0, kept)
         if compute_dtype is not None:
             h, weight = h.to(compute_dtype), weight.to(compute_dtype)
             bias = None if bias is None else bias.to(compute_dtype)
+        if override_rows is not None:  # in the head's dtype, as PEFT's merged copy has them
+            override_rows = override_rows.to(weight.dtype)
         y = flat_labels.index_select(0, kept)
-        needs = tuple(grad_enabled and need for need in ctx.needs_input_grad[:3])
+        needs = tuple(grad_enabled and ctx.needs_input_grad[i] for i in (0, 1, 2, 4))
         args = (ignore_index, softcap, chunk_size)
         ctx.reduction, ctx.args, ctx.needs = reduction, args, needs
+        override = None if override_ids is None else (override_ids, override_rows)
 
         if reduction == "none":
-            losses = _chunked_pass(h, weight, bias, y, *args, None, (False, False, False))[0]
-            ctx.save_for_backward(kept, h, weight, bias, y)
+            losses = _chunked_pass(h, weight, bias, override, y, *args, None, (False,) * 4)[0]
+            ctx.save_for_backward(kept, h, weight, bias, override_ids, override_rows, y)
             return losses.new_zeros(flat_labels.shape).index_copy_(0, kept, losses).view(labels.shape)
-        losses, *grads = _chunked_pass(h, weight, bias, y, *args, None, needs)
+        losses, *grads = _chunked_pass(h, weight, bias, override, y, *args, None, needs)
         ctx.save_for_backward(kept, n_valid, *grads)
         return reduce_losses(losses, n_valid, reduction)
 
     @staticmethod
     def backward(ctx, grad_output):
         if ctx.reduction == "none":
-            kept, h, weight, bias, y = ctx.saved_tensors
+            kept, h, weight, bias, override_ids, override_rows, y = ctx.saved_tensors
+            override = None if override_ids is None else (override_ids, override_rows)
             row_scale = grad_output.reshape(-1).index_select(0, kept).to(torch.float32)
-            _, grad_h, grad_w, grad_b = _chunked_pass(h, weight, bias, y, *ctx.args, row_scale, ctx.needs)
+            _, grad_h, *grads = _chunked_pass(h, weight, bias, override, y, *ctx.args, row_scale, ctx.needs)
         else:
-            kept, n_valid, grad_h, grad_w, grad_b = ctx.saved_tensors
+            kept, n_valid, grad_h, *grads = ctx.saved_tensors
             scale = loss_grad_scale(grad_output, n_valid, ctx.reduction)
-            for grad in (grad_h, grad_w, grad_b):
+            for grad in (grad_h, *grads):
                 if grad is not None:
                     grad.mul_(scale)
 
-        grad_hidden = grad_weight = grad_bias = None
+        grad_hidden = None
         if grad_h is not None:
             n_rows = ctx.hidden_shape.numel() // ctx.hidden_shape[-1]
             rows = grad_h.new_zeros((n_rows, grad_h.shape[1]), dtype=ctx.hidden_dtype)
             grad_hidden = rows.index_copy_(0, kept, grad_h.to(ctx.hidden_dtype)).view(ctx.hidden_shape)
-        if grad_w is not None:
-            grad_weight = grad_w.to(ctx.weight_dtype)
-        if grad_b is not None:
-            grad_bias = grad_b.to(ctx.bias_dtype)
-        return grad_hidden, grad_weight, grad_bias, None, None, None, None, None, None, None
+        grad_weight, grad_bias, grad_rows = (None if g is None else g.to(d) for g, d in zip(grads, ctx.dtypes))
+        return grad_hidden, grad_weight, grad_bias, None, grad_rows, None, None, None, None, None, None, None
+
+
+def _check_override(row_override, weight):
+    """(token_ids as int64 on weight's device, rows) from row_override, or a ValueError saying what is wrong."""
+    if row_override is None:
+        return None, None
+    token_ids, rows = row_override
+    token_ids = torch.as_tensor(token_ids, device=weight.device)
+    n_vocab, hidden_size = weight.shape
+    expected = f"[{token_ids.numel()}, {hidden_size}] (one row of the head's width per token id)"
+    if token_ids.dim() != 1 or token_ids.is_floating_point():
+        raise ValueError(f"row_override: token_ids must be a 1-D list of integer ids, got shape "
+                         f"{tuple(token_ids.shape)} of {token_ids.dtype}")
+    if rows.shape != (token_ids.numel(), hidden_size):
+        raise ValueError(f"row_override: rows have shape {tuple(rows.shape)}; expected {expected}")
+    if token_ids.numel() and not (0 <= int(token_ids.min()) and int(token_ids.max()) < n_vocab):
+        raise ValueError(f"row_override: token ids must be in [0, {n_vocab}) (rows of the head), got "
+                         f"{token_ids.min().item()}..{token_ids.max().item()}")
+    if token_ids.unique().numel() != token_ids.numel():
+        raise ValueError("row_override: token ids repeat; each row of the head can be overridden once")
+    return token_ids.long(), rows
 
 
 def linear_cross_entropy(hidden, weight, labels, bias=None, ignore_index: int = -100, reduction: str = "mean",
-                         softcap=None, chunk_size=None):
+                         softcap=None, chunk_size=None, row_override=None):
     """cross_entropy(hidden @ weight.T + bias, labels) without materialising the [N, V] logits.
 
     hidden[N, H] (or [..., H]), weight[V, H], bias[V] or None, labels[N] (or [...]) already aligned with the
@@ -144,6 +193,8 @@ def linear_cross_entropy(hidden, weight, labels, bias=None, ignore_index: int = 
     the loss is float32. Under autocast the matmuls run in its dtype (as F.linear's would) and the gradients
     come back in the inputs' dtypes. Weight and bias gradients are only computed when they require grad. With
     "mean"/"sum" the gradients are computed during the forward and backward can run once per forward.
+    row_override: (token_ids[k], rows[k, H]) computes with weight[token_ids] replaced by rows (distinct ids;
+    bias unchanged); rows get their gradient, weight's rows at token_ids get none; no merged head is built.
     """
     check_args(reduction, softcap)
     if chunk_size is not None and chunk_size < 1:
@@ -151,6 +202,7 @@ def linear_cross_entropy(hidden, weight, labels, bias=None, ignore_index: int = 
     if labels.shape != hidden.shape[:-1]:
         raise ValueError(f"labels shape {tuple(labels.shape)} does not match hidden {tuple(hidden.shape)}")
     check_labels(labels, weight.shape[0], ignore_index, "linear_cross_entropy")
+    override_ids, override_rows = _check_override(row_override, weight)
     # Inside forward, needs_input_grad ignores no_grad mode: pass it so evaluation skips the gradient matmuls.
-    return _LinearCrossEntropy.apply(hidden, weight, bias, labels, ignore_index, reduction, softcap, chunk_size,
-                                     torch.is_grad_enabled(), _compute_dtype(hidden))
+    return _LinearCrossEntropy.apply(hidden, weight, bias, override_ids, override_rows, labels, ignore_index,
+                                     reduction, softcap, chunk_size, torch.is_grad_enabled(), _compute_dtype(hidden))

@@ -31,6 +31,28 @@ def labelled_hidden_states(model, inputs: dict) -> tuple[torch.Tensor, torch.Ten
     return hidden[:, :-1][keep], targets[keep]
 
 
+def head_weights(head) -> tuple[nn.Linear | None, tuple | None]:
+    """(the plain nn.Linear the loss reads, row override or None) for a model's output embeddings, or (None, None)
+    when the head must run its own forward. A tied head wrapped by PEFT's trainable tokens (lora.train_tokens) gives
+    its base Linear and (token ids, trained rows): PEFT's forward would build a merged copy of the whole head and
+    the labelled rows' full logits; linear_cross_entropy splices the trained rows in chunk by chunk instead."""
+    if type(head) is nn.Linear:
+        return head, None
+    tokens = getattr(head, "token_adapter", None)  # peft.utils.other.TrainableTokensWrapper
+    base = None if tokens is None else tokens.get_base_layer()
+    if type(base) is not nn.Linear:
+        return None, None
+    if tokens.merged or tokens.disable_adapters:
+        return base, None
+    active = [name for name in tokens.active_adapters if name in tokens.token_indices]
+    if len(active) > 1:  # several token adapters at once: PEFT's forward merges them
+        return None, None
+    if not active:
+        return base, None
+    ids = torch.tensor(tokens.token_indices[active[0]], device=base.weight.device)
+    return base, (ids, tokens.trainable_tokens_delta[active[0]])
+
+
 def prompt_masked_loss(model, inputs: dict, num_items_in_batch=None) -> torch.Tensor:
     """Sum of token losses over labelled positions / number of labelled tokens (of the whole accumulated batch
     when the trainer passes `num_items_in_batch`, so gradient accumulation matches one large batch)."""
@@ -38,9 +60,11 @@ def prompt_masked_loss(model, inputs: dict, num_items_in_batch=None) -> torch.Te
     rows, targets = labelled_hidden_states(model, inputs)
     softcap = getattr(lm.config.get_text_config(), "final_logit_softcapping", None)
     head = lm.get_output_embeddings()
-    if type(head) is nn.Linear:
-        total = linear_cross_entropy(rows, head.weight, targets, bias=head.bias, reduction="sum", softcap=softcap)
-    else:  # a wrapped head (e.g. PEFT trainable tokens): still only the labelled rows
+    linear, override = head_weights(head)
+    if linear is not None:
+        total = linear_cross_entropy(rows, linear.weight, targets, bias=linear.bias, reduction="sum", softcap=softcap,
+                                     row_override=override)
+    else:  # another wrapped head: still only the labelled rows
         total = cross_entropy(head(rows).float(), targets, reduction="sum", softcap=softcap)
     count = num_items_in_batch if num_items_in_batch is not None else targets.numel()
     return total / torch.as_tensor(count, device=total.device).clamp(min=1)
