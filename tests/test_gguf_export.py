@@ -103,31 +103,39 @@ def tiny_gemma3(tokenizer, **overrides):
     return _randomized(Gemma3ForCausalLM(config), 0.0)  # Gemma's norms scale by 1 + w
 
 
-FAMILIES = {
-    "llama": (lambda: real_tokenizer("llama3"), tiny_llama),
-    "qwen2": (lambda: real_tokenizer("qwen"), tiny_qwen2),
-    "qwen3": (lambda: real_tokenizer("qwen"), tiny_qwen3),
-    "gemma3": (tiny_gemma_tokenizer, tiny_gemma3),
-}
+# Model checks use each family's architecture with the 1,200-token tokenizer: a 128k/151k-row file takes minutes of
+# CPU to read back, and the architecture, not the vocabulary, decides names, layouts and conventions. Tokenizer checks
+# use the family's real tokenizer with the tiny model grown to it.
+FAMILIES = {"llama": tiny_llama, "qwen2": tiny_qwen2, "qwen3": tiny_qwen3, "gemma3": tiny_gemma3}
+REAL_TOKENIZERS = {"llama": "llama3", "qwen2": "qwen", "qwen3": "qwen", "gemma3": None}
 EXPECTED_TOKENIZER = {"llama": ("gpt2", "llama-bpe"), "qwen2": ("gpt2", "qwen2"), "qwen3": ("gpt2", "qwen2"),
                       "gemma3": ("llama", "default")}
 
 
+def _tokenizer(family: str, real: bool):
+    return real_tokenizer(REAL_TOKENIZERS[family]) if real and REAL_TOKENIZERS[family] else tiny_gemma_tokenizer()
+
+
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
-    """exported(family, quant) -> (source model, tokenizer, GGUF path), each written once per module."""
+    """exported(family, quant, real_tokenizer=False) -> (source model, tokenizer, GGUF path), each written once."""
     files = {}
 
-    def export(family: str, quant: str):
-        if (family, quant) not in files:
-            make_tokenizer, make_model = FAMILIES[family]
-            tokenizer = make_tokenizer()
-            model = make_model(tokenizer)
+    def export(family: str, quant: str, real: bool = False):
+        if (family, quant, real) not in files:
+            tokenizer = _tokenizer(family, real)
+            model = FAMILIES[family](tokenizer)
             path = tmp_path_factory.mktemp(f"{family}-{quant}") / "model.gguf"
-            files[family, quant] = model, tokenizer, write_gguf(model, tokenizer, path, quant=quant, chat_template=TEMPLATE)
-        return files[family, quant]
+            files[family, quant, real] = model, tokenizer, write_gguf(model, tokenizer, path, quant=quant, chat_template=TEMPLATE)
+        return files[family, quant, real]
 
     return export
+
+
+@functools.cache
+def _reloaded(path: Path):
+    """One transformers reload per file, shared by the tests that read it."""
+    return _reload(path)
 
 
 def _reload(path: Path):
@@ -140,13 +148,23 @@ def _prompts(tokenizer) -> list[torch.Tensor]:
     return [tokenizer(text[:160], return_tensors="pt")["input_ids"] for text in _texts()[:2] + ENGLISH[:1]]
 
 
-def _as_stored(model, dtype):
-    """The source model with its matrices rounded to `dtype`, as the file stores them (norms and biases stay f32)."""
+def _as_stored(model, quant: str):
+    """The source model with its matrices rounded as the file stores them (norms and biases stay f32): to f16/bf16, or
+    through gguf's own Q8_0 quantize/dequantize, which transformers' reader applies too."""
+    from gguf import GGMLQuantizationType as Q
+    from gguf.quants import dequantize, quantize
+
+    def q8_0(weight):
+        if weight.shape[-1] % 32:
+            return weight.half().float()
+        return torch.from_numpy(dequantize(quantize(weight.numpy(), Q.Q8_0), Q.Q8_0))
+
+    rounding = {"f16": lambda w: w.half().float(), "bf16": lambda w: w.bfloat16().float(), "q8_0": q8_0}[quant]
     rounded = copy.deepcopy(model)
     with torch.no_grad():
         for parameter in rounded.parameters():
             if parameter.ndim == 2:
-                parameter.copy_(parameter.to(dtype).float())
+                parameter.copy_(rounding(parameter.detach()))
     return rounded
 
 
@@ -156,14 +174,14 @@ def _relative(model, reference, ids) -> float:
     return ((actual - expected).abs().max() / expected.abs().max()).item()
 
 
-@pytest.mark.parametrize("quant", ["f16", "bf16"])
+@pytest.mark.parametrize("quant", ["f16", pytest.param("bf16", marks=pytest.mark.slow)])
 @pytest.mark.parametrize("family", sorted(FAMILIES))
 def test_logits_match_the_source_model(exported, family, quant):
     """Same logits as the source with its weights rounded as stored (so names, layouts and conventions are right), and
     f16 within 1e-2 of the unrounded source (bf16 keeps 8 bits of mantissa: ~1% of the logits' range here)."""
     model, tokenizer, path = exported(family, quant)
-    reloaded, stored = _reload(path), _as_stored(model, {"f16": torch.float16, "bf16": torch.bfloat16}[quant])
-    for ids in _prompts(tokenizer):
+    reloaded, stored = _reloaded(path), _as_stored(model, quant)
+    for ids in _prompts(tokenizer)[:1]:
         assert ids.shape[1] > 8  # past Gemma's sliding window
         assert _relative(reloaded, stored, ids) < 1e-5
         if quant == "f16":
@@ -178,31 +196,40 @@ def _greedy(model, ids: torch.Tensor, steps: int = 8) -> list[int]:
 
 
 @pytest.mark.parametrize("family", sorted(FAMILIES))
-def test_q8_0_greedy_tokens_match_the_source_model(exported, family):
+def test_q8_0_file_holds_the_source_quantized_by_gguf(exported, family):
+    """The reloaded file computes exactly what the source computes after gguf's own Q8_0 quantize/dequantize in memory,
+    so every block, name and layout is right. Its greedy tokens are not compared with the unrounded source here: a
+    random tiny model's top logits are near-tied, and Q8_0's rounding alone, with no file involved, flips them (Qwen2
+    and Qwen3 at the 3rd-6th token); the trained default is compared instead
+    (test_default_model_q8_0_keeps_the_greedy_summaries)."""
     model, tokenizer, path = exported(family, "q8_0")
-    reloaded = _reload(path)
+    reloaded, stored = _reloaded(path), _as_stored(model, "q8_0")
     for ids in _prompts(tokenizer):
-        assert _greedy(reloaded, ids) == _greedy(model, ids)
+        assert _relative(reloaded, stored, ids) < 1e-5
+        assert _greedy(reloaded, ids) == _greedy(stored, ids)
 
 
 @pytest.mark.parametrize("family", sorted(FAMILIES))
 def test_tokenizer_reads_back_with_the_same_ids(exported, family):
     from transformers import AutoTokenizer
 
-    _, tokenizer, path = exported(family, "f16")
+    _, tokenizer, path = exported(family, "f16", real=True)
     reloaded = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
     for text in _texts():
         assert reloaded(text)["input_ids"] == tokenizer(text)["input_ids"], text[:40]
     assert reloaded.chat_template == TEMPLATE
     assert (reloaded.bos_token_id, reloaded.eos_token_id) == (tokenizer.bos_token_id, tokenizer.eos_token_id)
+    fields = _fields(path)
+    assert (fields["tokenizer.ggml.model"], fields["tokenizer.ggml.pre"]) == EXPECTED_TOKENIZER[family]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family", sorted(FAMILIES))
 def test_llama_cpp_tokenizes_and_predicts_like_the_source(exported, family):
     """llama.cpp itself (llama-cpp-python; skipped where it is not installed) reads the f16 file: same token ids, logits
     within 1e-2 of their range, same greedy tokens as the source model."""
     llama_cpp = pytest.importorskip("llama_cpp")
-    model, tokenizer, path = exported(family, "f16")
+    model, tokenizer, path = exported(family, "f16", real=True)
     runtime = llama_cpp.Llama(model_path=str(path), n_ctx=512, logits_all=True, verbose=False)
     for text in _texts():
         assert runtime.tokenize(text.encode(), add_bos=True, special=False) == tokenizer(text)["input_ids"], text[:40]
@@ -246,7 +273,6 @@ def test_metadata_is_what_llama_cpp_reads(exported, family):
     assert fields[f"{arch}.attention.layer_norm_rms_epsilon"] == pytest.approx(config.rms_norm_eps)
     theta = config.rope_parameters.get("full_attention", config.rope_parameters)["rope_theta"]
     assert fields[f"{arch}.rope.freq_base"] == pytest.approx(theta)
-    assert (fields["tokenizer.ggml.model"], fields["tokenizer.ggml.pre"]) == EXPECTED_TOKENIZER[family]
     assert fields["tokenizer.chat_template"] == TEMPLATE
     assert fields["tokenizer.ggml.eos_token_id"] == tokenizer.eos_token_id
     assert len(fields["tokenizer.ggml.tokens"]) == config.vocab_size
@@ -348,14 +374,14 @@ def default_model(tmp_path_factory):
                for dialogue in dialogues]
     with torch.no_grad():
         continuations = [model.generate(ids, max_new_tokens=20, do_sample=False)[0, ids.shape[1]:].tolist() for ids in prompts]
-    return tokenizer, path, prompts, continuations
+    return tokenizer, path, prompts, continuations, model
 
 
 @pytest.mark.slow
 def test_default_model_reads_back_in_transformers_with_the_same_summaries(default_model):
     from transformers import AutoTokenizer
 
-    tokenizer, path, prompts, continuations = default_model
+    tokenizer, path, prompts, continuations, _ = default_model
     started = time.perf_counter()
     reloaded = _reload(path)
     loaded = time.perf_counter()
@@ -370,9 +396,19 @@ def test_default_model_reads_back_in_transformers_with_the_same_summaries(defaul
 
 
 @pytest.mark.slow
+def test_default_model_q8_0_keeps_the_greedy_summaries(default_model):
+    """The issue's q8_0 proof on a trained model, whose next tokens lead decisively: same greedy summaries."""
+    tokenizer, path, prompts, continuations, model = default_model
+    q8_0 = _reload(write_gguf(model, tokenizer, path.with_name("gemma3-270m-q8_0.gguf"), quant="q8_0"))
+    with torch.no_grad():
+        for ids, expected in zip(prompts, continuations):
+            assert q8_0.generate(ids, max_new_tokens=20, do_sample=False)[0, ids.shape[1]:].tolist() == expected
+
+
+@pytest.mark.slow
 def test_default_model_runs_in_llama_cpp_with_the_same_summaries(default_model):
     llama_cpp = pytest.importorskip("llama_cpp")
-    tokenizer, path, prompts, continuations = default_model
+    tokenizer, path, prompts, continuations, _ = default_model
     started = time.perf_counter()
     runtime = llama_cpp.Llama(model_path=str(path), n_ctx=1024, logits_all=True, verbose=False)
     print(f"\nllama.cpp load {time.perf_counter() - started:.1f} s")
