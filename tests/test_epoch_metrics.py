@@ -11,6 +11,7 @@ from fastft.config.schema import GENERATION_METRICS
 from fastft.errors import FastftError
 from fastft.evaluation.evaluate import task_metrics
 from fastft.metrics import rouge
+from fastft.metrics.loops import loop_count
 from tests.factories import recipe_for
 
 BEST = "rouge_sum_morpheme"  # the tiny model's whitespace ROUGE is 0 at every epoch; its morpheme ROUGE is not
@@ -36,7 +37,8 @@ def read_generations(out, epoch: int) -> list[dict]:
 def rouge_of(rows: list[dict]) -> dict:
     predictions, references = [r["prediction"] for r in rows], [r["reference"] for r in rows]
     morpheme = rouge(predictions, references, tokenize="morpheme")
-    return {**rouge(predictions, references), **{f"{k}_morpheme": v for k, v in morpheme.items()}}
+    return {**rouge(predictions, references), **{f"{k}_morpheme": v for k, v in morpheme.items()},
+            "loops": loop_count(predictions)}
 
 
 def final_state(out) -> dict:
