@@ -100,14 +100,15 @@ def preview(recipe, sets, count):
 @click.option("--debug", is_flag=True, help="50 train / 10 eval examples, 1 epoch, batch 2, no external loggers")
 @click.option("--resume", is_flag=True, help="continue the run in the output folder from its last checkpoint")
 @click.option("--overwrite", is_flag=True, help="delete the output folder's earlier run and start over")
-def run(recipe, sets, use_qlora, instruction_augmentation, debug, resume, overwrite):
+@click.option("--force", is_flag=True, help="run even when the memory or disk estimate says it will not fit")
+def run(recipe, sets, use_qlora, instruction_augmentation, debug, resume, overwrite, force):
     """Fine-tune a model as the RECIPE says."""
     from .commands.run import run_command
 
     if resume and overwrite:
         raise FastftError("--resume and --overwrite contradict each other", hint="pass one of them")
     run_command(recipe, recipe_overrides(sets, use_qlora, instruction_augmentation, debug),
-                "resume" if resume else "overwrite" if overwrite else "new", Console(stderr=True))
+                "resume" if resume else "overwrite" if overwrite else "new", Console(stderr=True), force)
 
 
 @main.command()

@@ -1,6 +1,7 @@
 """A full disk at save time ends the run with one line and keeps the last complete checkpoint, which a rerun
-resumes."""
+resumes; the pre-flight estimate of memory and disk is shown at start-up and refuses a run that cannot fit."""
 import errno
+import subprocess
 
 import peft.peft_model
 import pytest
@@ -58,3 +59,38 @@ def test_a_full_disk_at_save_time_keeps_the_last_checkpoint_and_a_rerun_resumes(
     assert rerun.exit_code == 0, rerun.output
     assert f"resuming from {previous}" in rerun.stderr
     assert (run_dir / "final_model" / "adapter_model.safetensors").exists()
+
+
+def test_the_start_up_summary_shows_the_memory_and_disk_estimates(tmp_path, tiny_llama):
+    result = run(recipe_for(tmp_path, tiny_llama), "--set", "training.max_steps=1")
+    assert result.exit_code == 0, result.output
+    assert "  memory     about " in result.stderr and " RAM available" in result.stderr
+    assert "  disk       1 checkpoint(s) of " in result.stderr and f"free in {tmp_path}" in result.stderr
+
+
+def test_a_run_too_big_for_memory_is_refused_before_loading_naming_the_keys_and_force_runs_it(tmp_path, tiny_llama):
+    recipe = recipe_for(tmp_path, tiny_llama)
+    huge = ["--set", "training.batch_size=50000000"]
+    refused = run(recipe, *huge)
+    assert_one_clean_error(refused.exit_code, refused.stderr, "the run needs about ")
+    for key in ("training.batch_size", "training.grad_accum", "dataset.max_prompt_tokens",
+                "training.gradient_checkpointing", "QLoRA", "--force"):
+        assert key in refused.stderr
+    assert "RAM available" in refused.stderr and "activations" in refused.stderr
+    assert not (tmp_path / "outputs").exists()
+    forced = run(recipe, *huge, "--set", "training.max_steps=1", "--force")
+    assert forced.exit_code == 0, forced.output
+
+
+def test_a_run_whose_checkpoints_cannot_fit_on_disk_is_refused(tmp_path, tiny_llama):
+    small = tmp_path / "small"
+    small.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(small)], capture_output=True).returncode:
+        pytest.skip("cannot mount a small tmpfs here (needs root)")
+    try:
+        refused = run(recipe_for(tmp_path, tiny_llama), "--set", f"output.dir={small}")
+        assert_one_clean_error(refused.exit_code, refused.stderr, f"checkpoint(s) and final_model need about ")
+        assert f"{small} has 0.1 MiB free" in refused.stderr and "training.save_total_limit" in refused.stderr
+        assert not any(small.iterdir())
+    finally:
+        subprocess.run(["umount", str(small)], check=True)

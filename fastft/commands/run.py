@@ -26,6 +26,7 @@ from ..training.build import build_trainer
 from ..training.stop import StopAtStepEnd
 from ..training.tensorboard import tensorboard_callback, wants_tensorboard
 from ..training.usage import UsageMeter
+from .preflight import preflight
 from .report import write_run_record
 from .summary import data_summary, model_summary, print_metrics
 from .tracking import tracked
@@ -51,6 +52,7 @@ class Prepared:
     train: Split
     evaluation: Split | None
     lock: RunFolderLock  # held by rank 0 from its first look at the folder to the end of the run
+    resources: list[str]  # the start-up summary's memory and disk estimates (preflight.py)
 
 
 @dataclass
@@ -70,20 +72,20 @@ class _LogToRunLog(TrainerCallback):
             self.run_log(f"step {state.global_step}: {shown}")
 
 
-def prepare(recipe, recipe_file: Path | None, run_log: RunLog, mode: str) -> Prepared:
+def prepare(recipe, recipe_file: Path | None, run_log: RunLog, mode: str, force: bool = False) -> Prepared:
     output_dir = Path(recipe.output.dir) / recipe.experiment
     main_decides(lambda: check_output_locations(output_dir, Path(recipe.output.logs_dir)))
     lock = RunFolderLock(output_dir)
     if output_dir.is_dir():  # before looking inside: another run may be writing there
         main_decides(lock.acquire)
     try:
-        return _prepare(recipe, recipe_file, run_log, mode, output_dir, lock)
+        return _prepare(recipe, recipe_file, run_log, mode, output_dir, lock, force)
     except BaseException:
         lock.release()
         raise
 
 
-def _prepare(recipe, recipe_file, run_log, mode, output_dir, lock) -> Prepared:
+def _prepare(recipe, recipe_file, run_log, mode, output_dir, lock, force) -> Prepared:
     # Before any loading or conversion: a backend this machine cannot run, then a package the recipe needs.
     backend = select_backend(recipe.model)
     check_optional_packages(recipe, "train")
@@ -92,7 +94,8 @@ def _prepare(recipe, recipe_file, run_log, mode, output_dir, lock) -> Prepared:
     # gets its answer, or its refusal.
     resume_from = main_decides(lambda: check_output_dir(output_dir, resolved.recipe, mode))
     train, evaluation = build_splits(resolved.recipe.dataset, resolved.tokenizer, recipe_file, progress_bar)
-    return Prepared(resolved, output_dir, mode, resume_from, backend, train, evaluation, lock)
+    resources = main_decides(lambda: preflight(resolved, train.dataset, output_dir, force, world_size()))
+    return Prepared(resolved, output_dir, mode, resume_from, backend, train, evaluation, lock, resources)
 
 
 def build(prepared: Prepared, run_log: RunLog) -> Built:
@@ -106,6 +109,8 @@ def build(prepared: Prepared, run_log: RunLog) -> Built:
                                     prepared.output_dir / CHECKPOINTS, prepared.backend, callbacks)
     model_summary(run_log, recipe, loaded, optimizer_name(recipe.training.optimizer), trainer.args)
     data_summary(run_log, prepared.train, evaluation)
+    for line in prepared.resources:
+        run_log(line)
     # Trainer's own evaluation at step 0 rather than trainer.evaluate() before train(): evaluating first makes
     # accelerate mark the model prepared, and train() then never wraps it in DDP, so every rank would train alone.
     trainer.args.eval_on_start = bool(evaluation) and recipe.training.eval_before_training and prepared.resume_from is None
@@ -191,8 +196,8 @@ def finish(prepared: Prepared, built: Built, metrics: dict, run_log: RunLog) -> 
     return result
 
 
-def run(recipe, recipe_file: Path | None, run_log: RunLog, mode: str = "new") -> RunResult:
-    prepared = prepare(recipe, recipe_file, run_log, mode)
+def run(recipe, recipe_file: Path | None, run_log: RunLog, mode: str = "new", force: bool = False) -> RunResult:
+    prepared = prepare(recipe, recipe_file, run_log, mode, force)
     try:
         main_decides(lambda: prepared.lock.acquire(create=True))
         notice = main_decides(lambda: open_output_dir(prepared.output_dir, prepared.resolved.recipe, mode))
@@ -208,10 +213,10 @@ def run(recipe, recipe_file: Path | None, run_log: RunLog, mode: str = "new") ->
         prepared.lock.release()
 
 
-def run_command(recipe_file: Path, overrides: list[str], mode: str, console) -> RunResult:
+def run_command(recipe_file: Path, overrides: list[str], mode: str, console, force: bool = False) -> RunResult:
     recipe = load_recipe(recipe_file, overrides)
     run_log = RunLog(recipe.output.logs_dir, recipe.experiment, console)
     try:
-        return run(recipe, recipe_file, run_log, mode=mode)
+        return run(recipe, recipe_file, run_log, mode=mode, force=force)
     finally:
         run_log.close()
