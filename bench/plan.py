@@ -39,7 +39,7 @@ def configs(sweeps, systems=SYSTEMS, warmup: int = 1, timed: int = 3, checkpoint
 
 
 def quick(systems=SYSTEMS) -> list[Config]:
-    """What the targets need and a skeptic asks for, about 14 minutes on the quiet 2-core CPU: every system at the
+    """What the targets need and a skeptic asks for, about 15 minutes on the quiet 2-core CPU: every system at the
     target configuration with gradient checkpointing off and on (1 warm-up + 2 timed steps), then fastft and
     hf-peft-trl in bf16 and at QUICK_SEQ (batch 1, 1 warm-up + 1 timed step)."""
     pair = [s for s in systems if s in PAIR]
