@@ -189,25 +189,32 @@ def lora_linear(x, weight, lora_a, lora_b, scaling, bias=None, dropout_p=0.0):
 
 
 class _LoRAMLP(torch.autograd.Function):
-    """down(act(gate(x)) * up(x)); keeps x, gate(x), up(x) and three [tokens, r] tensors, recomputes the product."""
+    """down(act(gate(x)) * up(x)); keeps x, gate(x), up(x), three [tokens, r] tensors and three dropout seeds,
+    recomputes the product (and every dropout mask) in backward."""
 
     @staticmethod
-    def forward(ctx, x, act, gate_w, gate_a, gate_b, gate_s, up_w, up_a, up_b, up_s, down_w, down_a, down_b, down_s):
+    def forward(ctx, x, act, dropout_p, gate_w, gate_a, gate_b, gate_s, up_w, up_a, up_b, up_s, down_w, down_a,
+                down_b, down_s):
         compute, result = _dtypes(x, gate_w)
+        # one mask per projection, as PEFT's per-projection dropout modules draw them
+        seeds = tuple(draw_dropout_seed() if dropout_p > 0 else 0 for _ in range(3))
         x2 = x.reshape(-1, x.shape[-1]).contiguous()
         ops = ctx.ops = _low_rank_ops(x2, gate_a)
 
-        def project(inp, weight, lora_a, lora_b, scaling):
-            return _lora_forward(ops, inp, *_operands(weight, lora_a, lora_b, compute), scaling, None, 0.0, 0)
+        def project(inp, weight, lora_a, lora_b, scaling, seed):
+            return _lora_forward(ops, inp, *_operands(weight, lora_a, lora_b, compute), scaling, None, dropout_p, seed)
 
         with torch.autocast(x.device.type, enabled=False):
-            gate, xa_gate = project(x2.to(compute), gate_w, gate_a, gate_b, gate_s)
-            up, xa_up = project(x2.to(compute), up_w, up_a, up_b, up_s)
-            y, xa_down = project(gated_act_forward(gate, up, act), down_w, down_a, down_b, down_s)
+            x_c = x2.to(compute)
+            gate, xa_gate = project(x_c, gate_w, gate_a, gate_b, gate_s, seeds[0])
+            up, xa_up = project(x_c, up_w, up_a, up_b, up_s, seeds[1])
+            del x_c  # a compute-dtype copy (autocast) is not kept: backward casts x2 again
+            y, xa_down = project(gated_act_forward(gate, up, act), down_w, down_a, down_b, down_s, seeds[2])
         ctx.save_for_backward(
             x2, gate, up, xa_gate, xa_up, xa_down, gate_w, gate_a, gate_b, up_w, up_a, up_b, down_w, down_a, down_b
         )
         ctx.act, ctx.scalings, ctx.compute, ctx.x_shape, ctx.x_dtype = act, (gate_s, up_s, down_s), compute, x.shape, x.dtype
+        ctx.dropout = (dropout_p, seeds)
         return y.to(result).view(*x.shape[:-1], y.shape[-1])
 
     @staticmethod
@@ -217,36 +224,44 @@ class _LoRAMLP(torch.autograd.Function):
         )
         gate_s, up_s, down_s = ctx.scalings
         compute, need_dx = ctx.compute, ctx.needs_input_grad[0]
+        dropout_p, (gate_seed, up_seed, down_seed) = ctx.dropout
 
-        def project_back(grad, inp, xa, weight, lora_a, lora_b, scaling, need_dx):
+        def project_back(grad, inp, xa, weight, lora_a, lora_b, scaling, seed, need_dx):
             return _lora_backward(
-                ctx.ops, grad, inp, xa, *_operands(weight, lora_a, lora_b, compute), scaling, 0.0, 0, need_dx,
+                ctx.ops, grad, inp, xa, *_operands(weight, lora_a, lora_b, compute), scaling, dropout_p, seed, need_dx,
                 (lora_a.dtype, lora_b.dtype),
             )
 
         with torch.autocast(dy.device.type, enabled=False):
             hidden = gated_act_forward(gate, up, ctx.act)
-            dh, d_down_a, d_down_b = project_back(_flat(dy, compute), hidden, xa_down, down_w, down_a, down_b, down_s, True)
+            dh, d_down_a, d_down_b = project_back(
+                _flat(dy, compute), hidden, xa_down, down_w, down_a, down_b, down_s, down_seed, True)
             # hidden and dh are dead once read: the activation backward writes d(gate), d(up) over them.
             d_gate, d_up = gated_act_backward(dh, gate, up, ctx.act, dg=hidden, du=dh)
             x2 = x2.to(compute)
-            dx, d_gate_a, d_gate_b = project_back(d_gate, x2, xa_gate, gate_w, gate_a, gate_b, gate_s, need_dx)
-            dx_up, d_up_a, d_up_b = project_back(d_up, x2, xa_up, up_w, up_a, up_b, up_s, need_dx)
+            dx, d_gate_a, d_gate_b = project_back(d_gate, x2, xa_gate, gate_w, gate_a, gate_b, gate_s, gate_seed,
+                                                  need_dx)
+            dx_up, d_up_a, d_up_b = project_back(d_up, x2, xa_up, up_w, up_a, up_b, up_s, up_seed, need_dx)
         if dx is not None:
             dx = dx.add_(dx_up).to(ctx.x_dtype).view(ctx.x_shape)
-        return (dx, None, None, d_gate_a, d_gate_b, None, None, d_up_a, d_up_b, None, None, d_down_a, d_down_b, None)
+        return (dx, None, None, None, d_gate_a, d_gate_b, None, None, d_up_a, d_up_b, None, None, d_down_a, d_down_b,
+                None)
 
 
-def lora_mlp(x, gate, up, down, activation="swiglu"):
-    """down_proj(act(gate_proj(x)) * up_proj(x)), each projection a LoRA linear without bias or dropout.
+def lora_mlp(x, gate, up, down, activation="swiglu", dropout_p=0.0):
+    """down_proj(act(gate_proj(x)) * up_proj(x)), each projection a LoRA linear without bias.
 
     gate, up, down: (weight, lora_a, lora_b, scaling) bundles as for lora_linear.
     activation: "swiglu" (silu; LLaMA, Mistral, Qwen) or "geglu" (tanh-approximated gelu; Gemma).
+    dropout_p: LoRA dropout on each projection's low-rank input, a mask of its own per projection, as PEFT's
+    lora_dropout modules apply (pass 0 in eval mode).
     """
     if activation not in _MLP_ACTIVATIONS:
         raise ValueError(f"activation must be one of {sorted(_MLP_ACTIVATIONS)}, got {activation!r}")
+    if not 0.0 <= dropout_p < 1.0:
+        raise ValueError(f"dropout_p must be in [0, 1), got {dropout_p}")
     flat = []
     for weight, lora_a, lora_b, scaling in (gate, up, down):
         _check_frozen(weight)
         flat += [weight, lora_a, lora_b, float(scaling)]
-    return _LoRAMLP.apply(x, _MLP_ACTIVATIONS[activation], *flat)
+    return _LoRAMLP.apply(x, _MLP_ACTIVATIONS[activation], float(dropout_p), *flat)

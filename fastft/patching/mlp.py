@@ -1,7 +1,8 @@
 """Whole gated MLP blocks with LoRA on gate/up/down through fastft.kernels.lora_mlp (one autograd node).
 
-lora_mlp has no dropout and no bias, so a block whose LoRA dropout is active (training with p > 0) runs its
-own forward, where each projection still goes through lora_linear when the lora kernel is on.
+lora_mlp takes no bias, and one LoRA dropout probability for all three projections (each draws its own mask, as
+PEFT's modules do); a block whose projections' dropouts differ runs its own forward, where each projection still
+goes through lora_linear when the lora kernel is on.
 """
 from ..kernels import lora_mlp
 from .install import foreign_patch, install, ours, plain_forward
@@ -23,22 +24,27 @@ def _bundle(proj) -> tuple[tuple | None, str | None]:
 
 
 def _bundles(mlp):
-    """gate, up, down bundles for lora_mlp now, or None when the block must run its own forward."""
+    """(gate, up, down bundles for lora_mlp now, their dropout probability), or None when the block must run its
+    own forward."""
     bundles = []
     for name in _PROJECTIONS:
         bundle, _ = _bundle(getattr(mlp, name))
-        if bundle is None or dropout_p(bundle[-1]):  # lora_mlp has no dropout
+        if bundle is None:
             return None
-        bundles.append(bundle[:-1])
-    return bundles
+        bundles.append(bundle)
+    probabilities = {dropout_p(bundle[-1]) for bundle in bundles}
+    if len(probabilities) > 1:  # lora_mlp takes one
+        return None
+    return [bundle[:-1] for bundle in bundles], probabilities.pop()
 
 
 @ours
 def mlp_forward(self, x, *, activation: str):
-    bundles = _bundles(self)
-    if bundles is None:
+    fused = _bundles(self)
+    if fused is None:
         return plain_forward(self, x)
-    return lora_mlp(x, *bundles, activation=activation)
+    bundles, p = fused
+    return lora_mlp(x, *bundles, activation=activation, dropout_p=p)
 
 
 def _block_reason(mlp, activation, act_name) -> str | None:
@@ -51,13 +57,9 @@ def _block_reason(mlp, activation, act_name) -> str | None:
     return foreign_patch(mlp)
 
 
-def _max_dropout(mlp) -> float:
-    return max(float(getattr(d, "p", 0.0)) for name in _PROJECTIONS for d in getattr(mlp, name).lora_dropout.values())
-
-
 def patch_mlps(model, family, text_config, report) -> None:
     activation, act_name = family.gated_activation(text_config)
-    mlp_cls, with_dropout = family.cls("MLP"), 0
+    mlp_cls = family.cls("MLP")
     for name, module in model.named_modules():
         if type(module) is not mlp_cls:
             continue
@@ -67,9 +69,3 @@ def patch_mlps(model, family, text_config, report) -> None:
             continue
         install(module, mlp_forward, activation=activation)
         report.patched("mlp")
-        with_dropout += _max_dropout(module) > 0
-    if with_dropout:
-        report.notes.append(
-            f"mlp: lora_mlp has no dropout, so {with_dropout} blocks with LoRA dropout > 0 use it in eval only; "
-            "training runs their projections through lora_linear"
-        )

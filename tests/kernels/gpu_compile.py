@@ -267,13 +267,14 @@ def _lora(dtype, ranks, dropouts):
     hidden, inter = MLP_SHAPE
     for r in ranks:
         for activation in ("swiglu", "geglu"):
-            def run(r=r, activation=activation):
-                x = _z(LORA_ROWS, hidden, dtype=dtype, grad=True)
-                bundle = lambda i, o: (_z(o, i, dtype=dtype), _z(r, i, dtype=dtype, grad=True),  # noqa: E731
-                                       _z(o, r, dtype=dtype, grad=True), 2.0)
-                _backward(K.lora_mlp(x, bundle(hidden, inter), bundle(hidden, inter), bundle(inter, hidden),
-                                     activation))
-            yield Case(f"lora_mlp {hidden}x{inter} {activation} r={r}", run, r)
+            for p in dropouts:
+                def run(r=r, activation=activation, p=p):
+                    x = _z(LORA_ROWS, hidden, dtype=dtype, grad=True)
+                    bundle = lambda i, o: (_z(o, i, dtype=dtype), _z(r, i, dtype=dtype, grad=True),  # noqa: E731
+                                           _z(o, r, dtype=dtype, grad=True), 2.0)
+                    _backward(K.lora_mlp(x, bundle(hidden, inter), bundle(hidden, inter), bundle(inter, hidden),
+                                         activation, dropout_p=p))
+                yield Case(f"lora_mlp {hidden}x{inter} {activation} r={r} p={p}", run, r)
 
 
 def _cross_entropy(dtype):

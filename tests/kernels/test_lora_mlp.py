@@ -10,6 +10,7 @@ from transformers.models.llama.modeling_llama import LlamaMLP
 
 from fastft.kernels import lora, triton_act, triton_lora
 from tests.kernels.numerics import assert_rel_close
+from tests.kernels import test_lora
 from tests.kernels.test_lora import BACKENDS, assert_all_close, forward_backward, nf4_linear
 
 HIDDEN, INTERMEDIATE, RANK = 67, 91, 5
@@ -38,9 +39,9 @@ def _ours(mlp, activation, weights=None):
     weights = weights or [getattr(mlp, p).base_layer.weight for p in PROJS]
     scalings = [getattr(mlp, p).scaling["default"] for p in PROJS]
 
-    def run(x, *ab):
+    def run(x, *ab, dropout_p=0.0):
         bundles = [(w, ab[2 * i], ab[2 * i + 1], s) for i, (w, s) in enumerate(zip(weights, scalings))]
-        return lora.lora_mlp(x, *bundles, activation=activation)
+        return lora.lora_mlp(x, *bundles, activation=activation, dropout_p=dropout_p)
 
     return run
 
@@ -126,3 +127,39 @@ def test_rejects_unknown_activation():
     w, a, b = torch.randn(4, 4), torch.randn(2, 4), torch.randn(4, 2)
     with pytest.raises(ValueError, match="activation"):
         lora.lora_mlp(torch.randn(3, 4), (w, a, b, 1.0), (w, a, b, 1.0), (w, a, b, 1.0), activation="relu")
+
+
+class _Mask(torch.nn.Module):
+    """PEFT's lora_dropout with a given keep-mask: x * keep / (1 - p)."""
+
+    def __init__(self, keep, p):
+        super().__init__()
+        self.keep, self.p = keep, p
+
+    def forward(self, x):
+        return x * self.keep.view(x.shape) / (1 - self.p)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("activation", ["swiglu", "geglu"])
+def test_dropout_matches_peft_with_the_kernels_masks(backend, activation, request):
+    """PEFT's MLP whose three lora_dropout modules apply the masks regenerated from lora_mlp's seeds (drawn gate, up,
+    down, one mask each: the Triton kernels' hash or the PyTorch path's generator); fp32 to 1e-5."""
+    request.getfixturevalue(backend)
+    p, mlp = 0.3, peft_mlp(activation)
+    x, dy, ab = _inputs(mlp, torch.float32)
+    torch.manual_seed(11)
+    out = forward_backward(lambda x, *ab: _ours(mlp, activation)(x, *ab, dropout_p=p), [x, *ab], dy)
+    torch.manual_seed(11)
+    rows = x.shape[0] * x.shape[1]
+    for proj, width in zip(PROJS, (HIDDEN, HIDDEN, INTERMEDIATE), strict=True):
+        seed = lora.draw_dropout_seed()
+        if backend == "triton_backend":
+            keep = test_lora.triton_keep_mask(seed, p, rows, width)
+        else:
+            keep = lora.torch_keep_mask(seed, p, (rows, width), x.device)
+        getattr(mlp, proj).lora_dropout["default"] = _Mask(keep, p)
+    assert_all_close(out, forward_backward(_peft(mlp), [x, *ab], dy), torch.float32, GRAD_NAMES)
+    torch.manual_seed(11)
+    again = forward_backward(lambda x, *ab: _ours(mlp, activation)(x, *ab, dropout_p=p), [x, *ab], dy)
+    assert torch.equal(again[0], out[0]), "same seed, same result"
