@@ -89,7 +89,7 @@ def test_a_run_whose_checkpoints_cannot_fit_on_disk_is_refused(tmp_path, tiny_ll
         pytest.skip("cannot mount a small tmpfs here (needs root)")
     try:
         refused = run(recipe_for(tmp_path, tiny_llama), "--set", f"output.dir={small}")
-        assert_one_clean_error(refused.exit_code, refused.stderr, f"checkpoint(s) and final_model need about ")
+        assert_one_clean_error(refused.exit_code, refused.stderr, "checkpoint(s) and final_model need about ")
         assert f"{small} has 0.1 MiB free" in refused.stderr and "training.save_total_limit" in refused.stderr
         assert not any(small.iterdir())
     finally:
