@@ -34,6 +34,8 @@ SLOW_MODULES = {
     "test_bench", "test_distributed", "test_epoch_metrics", "test_eval", "test_generate", "test_guards", "test_loss",
     "test_merge", "test_patch_parity", "test_patch_training", "test_pinned_loss", "test_report", "test_resume",
     "test_sweep", "test_train_tiny", "test_train_tokens", "test_data_preview",
+    "test_autocast_step", "test_self_check", "test_doctor", "test_stop", "test_tracking", "test_push", "test_export",
+    "test_save_guards", "test_run_folder", "test_fresh_start", "test_quiet_startup", "test_merged_generation",
 }
 SLOW_TESTS = {
     "test_unsloth_backend_without_gpu_is_refused_before_anything_is_written",  # converts the packaged model once
