@@ -2,7 +2,8 @@
 
     python bench/saved_activations.py --tag before   # then, after a change: --tag after
 
-One decoder layer of Gemma 3 270M's shape (its config, random weights, sdpa attention), LoRA r=16 / alpha 32 on the
+One decoder layer of Gemma 3 270M's shape (its config, random weights, sdpa attention, an input that requires grad
+as a middle layer's does), LoRA r=16 / alpha 32 on the
 seven projections, batch 2 x seq 1024, training mode, fp32, LoRA dropout 0 and 0.05. Every tensor saved for backward
 while the layer runs is caught by torch.autograd.graph.saved_tensors_hooks; tensors sharing a storage count once
 (the storage's bytes, charged to the first op that saved it); parameters (frozen weights, adapters) are not
@@ -98,8 +99,10 @@ def measure(system: str, dropout: float) -> dict:
     log = SavedLog()
     handles = log.watch(layer, "layer")
     ids = torch.randint(0, model.config.vocab_size, (BATCH, SEQ), generator=torch.Generator().manual_seed(1))
+    # An input that requires grad, as every layer but the first has: its input norm then saves it too.
+    embeds = decoder.embed_tokens(ids).detach().requires_grad_()
     with torch.autograd.graph.saved_tensors_hooks(log.pack, log.unpack):
-        hidden = decoder(input_ids=ids, use_cache=False).last_hidden_state
+        hidden = decoder(inputs_embeds=embeds, use_cache=False).last_hidden_state
     for handle in handles:
         handle.remove()
     log.name_nodes(hidden)
