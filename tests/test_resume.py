@@ -94,9 +94,9 @@ def short_trainer(tmp_path, model_dir):
 def test_a_crash_while_saving_leaves_no_checkpoint_and_resume_takes_the_previous_one(tmp_path, tiny_llama, monkeypatch):
     checkpoints = tmp_path / "checkpoints"
     monkeypatch.setattr(torch, "save", DiskFullOnOptimizerSave(after=2))
-    with pytest.raises(OSError, match="No space left"):
+    with pytest.raises(FastftError, match="checkpoint-4"):  # disk full is one fastft error, the partial save removed
         short_trainer(tmp_path, tiny_llama).train()
-    assert sorted(p.name for p in checkpoints.iterdir()) == [".partial-checkpoint-4", "checkpoint-2"]
+    assert sorted(p.name for p in checkpoints.iterdir()) == ["checkpoint-2"]
     assert last_checkpoint(checkpoints) == checkpoints / "checkpoint-2"
 
     monkeypatch.undo()
