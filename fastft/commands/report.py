@@ -1,5 +1,5 @@
-"""report.md and training_curve.png of a finished run, built only from the files in its output folder, so a
-report can be rebuilt (or read by `fastft sweep`) without the process that trained."""
+"""report.md and training_curve.png of a finished run. report.md is built only from the files in its output folder,
+so it can be rebuilt (or read by `fastft sweep`) without the process that trained."""
 import csv
 import json
 from pathlib import Path
@@ -7,6 +7,7 @@ from pathlib import Path
 import yaml
 
 from ..runtime.outputs import GENERATIONS, METRICS, RECIPE_FILE
+from ..runtime.phases import TOTAL, duration, phase_label
 from .summary import versions
 
 REPORT = "report.md"
@@ -20,26 +21,26 @@ HEADLINE_SCORES = ("rouge_sum", "f1", "macro_f1", "accuracy")
 DATA_COLUMNS = ("examples", "rendered", "tokens", "trained_tokens", "max_length", "prompt_truncated", "answer_truncated", "dropped")
 
 
-def write_run_record(output_dir: Path, log_history: list[dict], data: dict) -> Path:
-    """Save what the report needs beyond metrics.json, then write the report. The one end-of-run call."""
+def write_run_record(output_dir: Path, log_history: list[dict], data: dict) -> None:
+    """Save what the report needs beyond metrics.json, and the training curve; write_report follows once
+    metrics.json is written."""
     output_dir = Path(output_dir)
     _write_json(output_dir / LOG_HISTORY, log_history)
     _write_json(output_dir / DATA_STATS, data)
-    return write_report(output_dir)
+    plot_curve(loss_curves(log_history), output_dir / CURVE)
 
 
 def write_report(output_dir: Path) -> Path:
     output_dir = Path(output_dir)
     recipe_text = (output_dir / RECIPE_FILE).read_text(encoding="utf-8")
     metrics = read_json(output_dir / METRICS) or {}
-    history = read_json(output_dir / LOG_HISTORY) or []
-    plot_curve(loss_curves(history), output_dir / CURVE)
     sections = [
         f"# Run report: {yaml.safe_load(recipe_text).get('experiment', output_dir.name)}",
         _results_section(metrics),
         _task_section(metrics, output_dir),
         f"## Training curve\n\n![train and eval loss]({CURVE})",
         _usage_section(metrics),
+        _time_section(metrics),
         _data_section(read_json(output_dir / DATA_STATS) or {}),
         _samples_section(output_dir / GENERATIONS),
         f"## Library versions\n\n{versions()}",
@@ -139,6 +140,16 @@ def _usage_section(metrics: dict) -> str:
         [f"peak memory, GiB ({metrics.get('peak_memory_kind', 'not measured')})", metrics.get("peak_memory_gib")],
     ]
     return "## Throughput and memory\n\n" + table(["", "value"], rows)
+
+
+def _time_section(metrics: dict) -> str:
+    phases = metrics.get("phases_s")
+    if not phases:
+        return "## Where the time went\n\nNot measured in this run."
+    total = phases[TOTAL]
+    rows = [[phase_label(name), duration(seconds), round(seconds, 2), f"{100 * seconds / total:.0f}%" if total else "-"]
+            for name, seconds in phases.items()]
+    return "## Where the time went\n\n" + table(["phase", "time", "seconds", "share"], rows)
 
 
 def _data_section(stats: dict) -> str:

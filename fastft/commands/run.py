@@ -2,7 +2,7 @@
 (model, data, trainer: training/build.py) and finish (evaluate, save, report)."""
 import json
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from transformers import TrainerCallback
@@ -18,6 +18,7 @@ from ..runtime.distributed import barrier, is_main, main_decides, world_size
 from ..runtime.interrupt import SAME_PRESS_S, Stopped, StopRequests
 from ..runtime.lock import RunFolderLock
 from ..runtime.outputs import CHECKPOINTS, METRICS, check_output_dir, last_checkpoint, open_output_dir
+from ..runtime.phases import Phases, time_line
 from ..runtime.progress import progress_bar
 from ..runtime.runlog import RunLog
 from ..runtime.writable import check_output_locations, disk_full, folder_size, is_disk_full
@@ -27,7 +28,7 @@ from ..training.stop import StopAtStepEnd
 from ..training.tensorboard import tensorboard_callback, wants_tensorboard
 from ..training.usage import UsageMeter
 from .preflight import preflight
-from .report import write_run_record
+from .report import write_report, write_run_record
 from .summary import data_summary, model_summary, print_metrics
 from .tracking import tracked
 
@@ -53,6 +54,7 @@ class Prepared:
     evaluation: Split | None
     lock: RunFolderLock  # held by rank 0 from its first look at the folder to the end of the run
     resources: list[str]  # the start-up summary's memory and disk estimates (preflight.py)
+    phases: Phases  # the run's timer (runtime/phases.py), started before anything else
 
 
 @dataclass
@@ -72,30 +74,32 @@ class _LogToRunLog(TrainerCallback):
             self.run_log(f"step {state.global_step}: {shown}")
 
 
-def prepare(recipe, recipe_file: Path | None, run_log: RunLog, mode: str, force: bool = False) -> Prepared:
+def prepare(recipe, recipe_file: Path | None, run_log: RunLog, mode: str, phases: Phases, force: bool = False) -> Prepared:
     output_dir = Path(recipe.output.dir) / recipe.experiment
     main_decides(lambda: check_output_locations(output_dir, Path(recipe.output.logs_dir)))
     lock = RunFolderLock(output_dir)
     if output_dir.is_dir():  # before looking inside: another run may be writing there
         main_decides(lock.acquire)
     try:
-        return _prepare(recipe, recipe_file, run_log, mode, output_dir, lock, force)
+        return _prepare(recipe, recipe_file, run_log, mode, output_dir, lock, force, phases)
     except BaseException:
         lock.release()
         raise
 
 
-def _prepare(recipe, recipe_file, run_log, mode, output_dir, lock, force) -> Prepared:
+def _prepare(recipe, recipe_file, run_log, mode, output_dir, lock, force, phases) -> Prepared:
     # Before any loading or conversion: a backend this machine cannot run, then a package the recipe needs.
     backend = select_backend(recipe.model)
     check_optional_packages(recipe, "train")
-    resolved = resolve_model(recipe, run_log)
+    with phases("model_resolve"):  # the packaged model's conversion check (and first conversion), the tokenizer
+        resolved = resolve_model(recipe, run_log)
     # Rank 0 alone looks at the folder (once it has made it, another rank would find "a run" there); every rank
     # gets its answer, or its refusal.
     resume_from = main_decides(lambda: check_output_dir(output_dir, resolved.recipe, mode))
-    train, evaluation = build_splits(resolved.recipe.dataset, resolved.tokenizer, recipe_file, progress_bar)
+    with phases("tokenization"):
+        train, evaluation = build_splits(resolved.recipe.dataset, resolved.tokenizer, recipe_file, progress_bar)
     resources = main_decides(lambda: preflight(resolved, train.dataset, output_dir, force, world_size()))
-    return Prepared(resolved, output_dir, mode, resume_from, backend, train, evaluation, lock, resources)
+    return Prepared(resolved, output_dir, mode, resume_from, backend, train, evaluation, lock, resources, phases)
 
 
 def build(prepared: Prepared, run_log: RunLog) -> Built:
@@ -105,8 +109,9 @@ def build(prepared: Prepared, run_log: RunLog) -> Built:
     if wants_tensorboard(recipe.logging):
         callbacks.append(tensorboard_callback(prepared.output_dir))
     evaluation = prepared.evaluation
-    trainer, loaded = build_trainer(prepared.resolved, prepared.train.dataset, evaluation.dataset if evaluation else None,
-                                    prepared.output_dir / CHECKPOINTS, prepared.backend, callbacks)
+    with prepared.phases("loading"):  # the base model, LoRA, kernels, the trainer
+        trainer, loaded = build_trainer(prepared.resolved, prepared.train.dataset, evaluation.dataset if evaluation else None,
+                                        prepared.output_dir / CHECKPOINTS, prepared.backend, callbacks, phases=prepared.phases)
     model_summary(run_log, recipe, loaded, optimizer_name(recipe.training.optimizer), trainer.args)
     data_summary(run_log, prepared.train, evaluation)
     for line in prepared.resources:
@@ -116,7 +121,8 @@ def build(prepared: Prepared, run_log: RunLog) -> Built:
     trainer.args.eval_on_start = bool(evaluation) and recipe.training.eval_before_training and prepared.resume_from is None
     generation = None
     if recipe.evaluation.generate_at_eval:  # the schema has checked that there is an eval split
-        generation = EpochGeneration(recipe, evaluation, prepared.resolved.tokenizer, prepared.output_dir, trainer.log)
+        generation = EpochGeneration(recipe, evaluation, prepared.resolved.tokenizer, prepared.output_dir, trainer.log,
+                                     prepared.phases)
         trainer.add_callback(generation)
     return Built(trainer, usage, generation)
 
@@ -140,7 +146,8 @@ def train(prepared: Prepared, built: Built, run_log: RunLog) -> dict:
     with StopRequests(lambda: last_checkpoint(checkpoints), SAME_PRESS_S if world_size() > 1 else 0.0) as requests:
         stop = StopAtStepEnd(requests)
         trainer.add_callback(stop)
-        train_out = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+        with prepared.phases("training"):  # less the evaluations and checkpoint saves inside (training/timing.py)
+            train_out = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     trainer.remove_callback(stop)
     if stop.signal:
         state = trainer.state
@@ -185,19 +192,26 @@ def finish(prepared: Prepared, built: Built, metrics: dict, run_log: RunLog) -> 
         run_log(f"eval loss after training: {metrics['eval_loss_after']:.4f}")
 
     final_model = output_dir / "final_model"
-    save_final_model(prepared, trainer, final_model)
+    with prepared.phases("final_model_saving"):
+        save_final_model(prepared, trainer, final_model)
     if is_main():  # the end-of-run files; the other ranks trained the same run and only wait
+        with prepared.phases("report"):
+            write_run_record(output_dir, trainer.state.log_history, data_stats(prepared.train, prepared.evaluation))
+    # The run's clock stops here: what follows writes two small text files and prints.
+    metrics["phases_s"] = prepared.phases.seconds()
+    if is_main():
         (output_dir / METRICS).write_text(json.dumps(metrics, indent=2), encoding="utf-8")
-        report = write_run_record(output_dir, trainer.state.log_history, data_stats(prepared.train, prepared.evaluation))
-        run_log(f"report: {report}")
+        run_log(f"report: {write_report(output_dir)}")
     barrier()
     result = RunResult(output_dir, final_model, run_log.path, metrics)
-    print_metrics(run_log, result)
+    # The phases show as the one time line below, not as a row of the metrics table.
+    print_metrics(run_log, replace(result, metrics={key: value for key, value in metrics.items() if key != "phases_s"}))
+    run_log(time_line(metrics["phases_s"]))
     return result
 
 
 def run(recipe, recipe_file: Path | None, run_log: RunLog, mode: str = "new", force: bool = False) -> RunResult:
-    prepared = prepare(recipe, recipe_file, run_log, mode, force)
+    prepared = prepare(recipe, recipe_file, run_log, mode, Phases(), force)
     try:
         main_decides(lambda: prepared.lock.acquire(create=True))
         notice = main_decides(lambda: open_output_dir(prepared.output_dir, prepared.resolved.recipe, mode))

@@ -11,6 +11,7 @@ from ..config.schema import GENERATION_METRICS
 from ..data.pipeline import Split, build_encoder
 from ..models.merged_view import merged_view
 from ..runtime.outputs import GENERATIONS
+from ..runtime.phases import Phases
 from .evaluate import task_metrics
 from .generate import generate_texts
 from .predict import references, write_predictions
@@ -24,9 +25,10 @@ def evaluation_name(state) -> str:
 
 class EpochGeneration(TrainerCallback):
     """`log_metrics` is the trainer's own `log`: Trainer logs an evaluation before it calls on_evaluate, so the task
-    metrics go out as a second entry at the same step (log history, run log, TensorBoard)."""
+    metrics go out as a second entry at the same step (log history, run log, TensorBoard). `phases`: the run's timer
+    (runtime/phases.py); generating and scoring count as "generation", inside the evaluation that calls this."""
 
-    def __init__(self, recipe, evaluation: Split, tokenizer, output_dir: Path, log_metrics):
+    def __init__(self, recipe, evaluation: Split, tokenizer, output_dir: Path, log_metrics, phases: Phases):
         # The first examples of the eval split training evaluates on (already cut to dataset.max_eval_samples).
         self.examples = evaluation.examples[: recipe.evaluation.max_samples]
         self.references = references(self.examples)
@@ -36,8 +38,13 @@ class EpochGeneration(TrainerCallback):
         self.task = recipe.dataset.task
         self.folder = output_dir / GENERATIONS
         self.log_metrics = log_metrics
+        self.phases = phases
 
     def on_evaluate(self, args, state, control, model=None, metrics=None, **kwargs):
+        with self.phases("generation"):
+            self._generate_and_score(state, model, metrics)
+
+    def _generate_and_score(self, state, model, metrics: dict) -> None:
         predictions = self._generate(model)
         scores = task_metrics(self.task, predictions, self.references)
         if state.is_world_process_zero:

@@ -41,9 +41,10 @@ def build_model(resolved, backend: str = "hf") -> LoadedModel:
 
 
 def build_trainer(resolved, train_dataset, eval_dataset, checkpoints: Path, backend: str = "hf", callbacks=(),
-                  save: bool = True) -> tuple[FastftTrainer, LoadedModel]:
+                  save: bool = True, phases=None) -> tuple[FastftTrainer, LoadedModel]:
     """(trainer, model). Trainer saves its checkpoints in `checkpoints`; `save=False` (tests) saves none and draws
-    no progress bar."""
+    no progress bar. `phases`: the run's timer (runtime/phases.py), which the trainer's evaluations and checkpoint
+    saves report to."""
     recipe, tokenizer = resolved.recipe, resolved.tokenizer
     loaded = build_model(resolved, backend)
     args = sft_config(recipe, str(checkpoints), eval_dataset is not None, loaded.dtype)
@@ -59,6 +60,7 @@ def build_trainer(resolved, train_dataset, eval_dataset, checkpoints: Path, back
         callbacks=list(callbacks),
         fused_loss=loaded.kernels.uses("loss"),  # off in the recipe, or failed the GPU self-check
         token_budget=(recipe.dataset.max_prompt_tokens, recipe.dataset.max_answer_tokens),
+        phases=phases,
     )
     if trainer.pop_callback(ProgressCallback):  # absent when progress bars are disabled
         trainer.add_callback(_ProgressBarOnly)

@@ -1,6 +1,7 @@
 """TRL's SFTTrainer with fastft's prompt-masked loss in place of its own forward-and-loss, atomic checkpoints
-(checkpoints.py), and guards: a batch with no trained token is skipped and counted; a non-finite loss or gradient
-stops the run naming the batch; running out of GPU memory stops it naming what sizes a batch."""
+(checkpoints.py), evaluations and checkpoint saves timed as phases of the run (timing.py), and guards: a batch with
+no trained token is skipped and counted; a non-finite loss or gradient stops the run naming the batch; running out
+of GPU memory stops it naming what sizes a batch."""
 import math
 from pathlib import Path
 
@@ -13,9 +14,10 @@ from ..errors import FastftError
 from ..patching.loss import add_masked_loss_forward
 from ..runtime.outputs import last_checkpoint
 from .checkpoints import AtomicCheckpoints
+from .timing import TimedPhases
 
 
-class FastftTrainer(AtomicCheckpoints, SFTTrainer):
+class FastftTrainer(TimedPhases, AtomicCheckpoints, SFTTrainer):
     # Both loss paths divide by the token count of the whole accumulated batch, so Trainer must not divide again.
     loss_is_scaled_for_ga = True
 
