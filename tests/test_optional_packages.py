@@ -31,10 +31,10 @@ MISSING = [  # (--set items, hidden module, the message)
      f"  fix: {TB}, or drop tensorboard from logging.report_to"),
     (["logging.report_to=[wandb]"], "wandb",
      "logging.report_to: reporting to wandb needs wandb, which is not installed\n"
-     "  fix: pip install wandb, or drop wandb from logging.report_to"),
+     "  fix: pip install -e \".[wandb]\", or drop wandb from logging.report_to"),
     (["logging.report_to=[mlflow]"], "mlflow",
      "logging.report_to: reporting to mlflow needs mlflow, which is not installed\n"
-     "  fix: pip install mlflow, or drop mlflow from logging.report_to"),
+     "  fix: pip install -e \".[mlflow]\", or drop mlflow from logging.report_to"),
     (["model.attn_implementation=flash_attention_2"], "flash_attn",
      "model.attn_implementation: flash_attention_2 needs flash-attn, which is not installed\n"
      '  fix: pip install -e ".[gpu]", or set model.attn_implementation: auto'),

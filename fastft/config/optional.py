@@ -47,9 +47,8 @@ NEEDS = (
     Need(("train",), "logging.tensorboard", lambda r: r.logging.tensorboard,
          "TensorBoard logging", "tensorboard", "tensorboard", 'pip install -e ".[tensorboard]"', "set logging.tensorboard: false"),
     *(Need(("train",), "logging.report_to", lambda r, name=name: name in r.logging.report_to,
-           f"reporting to {name}", name, name, install, f"drop {name} from logging.report_to")
-      for name, install in (("tensorboard", 'pip install -e ".[tensorboard]"'), ("wandb", "pip install wandb"),
-                            ("mlflow", "pip install mlflow"))),
+           f"reporting to {name}", name, name, f'pip install -e ".[{name}]"', f"drop {name} from logging.report_to")
+      for name in ("tensorboard", "wandb", "mlflow")),
 )
 
 
