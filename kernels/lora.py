@@ -79,8 +79,14 @@ def _low_rank_ops(*tensors) -> LowRankOps:
 def _lora_forward(ops, x, weight, lora_a, lora_b, scaling: float, bias, dropout_p: float, seed: int):
     """(y, xa) for 2-D contiguous x, with the dense weight, adapters and bias already in x.dtype."""
     xa = ops.skinny(x, lora_a.T, 1.0 / (1.0 - dropout_p), dropout_p, seed)
+    return _lora_output(x, weight, xa, lora_b, scaling, bias), xa
+
+
+def _lora_output(x, weight, xa, lora_b, scaling: float, bias=None):
+    """x @ weight.T + bias + scaling * xa @ lora_b.T, given xa: the same ops in forward and in a recompute, so a
+    recomputed output equals the forward's bit for bit."""
     y = x @ weight.T if bias is None else torch.addmm(bias, x, weight.T)
-    return y.addmm_(xa, lora_b.T, alpha=scaling), xa
+    return y.addmm_(xa, lora_b.T, alpha=scaling)
 
 
 def _lora_backward(ops, dy, x, xa, weight, lora_a, lora_b, scaling: float, dropout_p: float, seed: int,
@@ -190,11 +196,13 @@ def lora_linear(x, weight, lora_a, lora_b, scaling, bias=None, dropout_p=0.0):
 
 class _LoRAMLP(torch.autograd.Function):
     """down(act(gate(x)) * up(x)); keeps x, gate(x), up(x), three [tokens, r] tensors and three dropout seeds,
-    recomputes the product (and every dropout mask) in backward."""
+    recomputes the product (and every dropout mask) in backward. With recompute, gate(x) and up(x) are not kept
+    either: backward rebuilds them from x and the kept [tokens, r] tensors (two base matmuls and two rank-r
+    products, no dropout redrawn), which gives back exactly the forward's values."""
 
     @staticmethod
-    def forward(ctx, x, act, dropout_p, gate_w, gate_a, gate_b, gate_s, up_w, up_a, up_b, up_s, down_w, down_a,
-                down_b, down_s):
+    def forward(ctx, x, act, dropout_p, recompute, gate_w, gate_a, gate_b, gate_s, up_w, up_a, up_b, up_s, down_w,
+                down_a, down_b, down_s):
         compute, result = _dtypes(x, gate_w)
         # one mask per projection, as PEFT's per-projection dropout modules draw them
         seeds = tuple(draw_dropout_seed() if dropout_p > 0 else 0 for _ in range(3))
@@ -210,8 +218,9 @@ class _LoRAMLP(torch.autograd.Function):
             up, xa_up = project(x_c, up_w, up_a, up_b, up_s, seeds[1])
             del x_c  # a compute-dtype copy (autocast) is not kept: backward casts x2 again
             y, xa_down = project(gated_act_forward(gate, up, act), down_w, down_a, down_b, down_s, seeds[2])
+        kept = () if recompute else (gate, up)
         ctx.save_for_backward(
-            x2, gate, up, xa_gate, xa_up, xa_down, gate_w, gate_a, gate_b, up_w, up_a, up_b, down_w, down_a, down_b
+            x2, xa_gate, xa_up, xa_down, gate_w, gate_a, gate_b, up_w, up_a, up_b, down_w, down_a, down_b, *kept
         )
         ctx.act, ctx.scalings, ctx.compute, ctx.x_shape, ctx.x_dtype = act, (gate_s, up_s, down_s), compute, x.shape, x.dtype
         ctx.dropout = (dropout_p, seeds)
@@ -219,12 +228,17 @@ class _LoRAMLP(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, dy):
-        x2, gate, up, xa_gate, xa_up, xa_down, gate_w, gate_a, gate_b, up_w, up_a, up_b, down_w, down_a, down_b = (
+        x2, xa_gate, xa_up, xa_down, gate_w, gate_a, gate_b, up_w, up_a, up_b, down_w, down_a, down_b, *kept = (
             ctx.saved_tensors
         )
         gate_s, up_s, down_s = ctx.scalings
         compute, need_dx = ctx.compute, ctx.needs_input_grad[0]
         dropout_p, (gate_seed, up_seed, down_seed) = ctx.dropout
+        x2 = x2.to(compute)
+
+        def recomputed(xa, weight, lora_a, lora_b, scaling):
+            weight, _, lora_b = _operands(weight, lora_a, lora_b, compute)
+            return _lora_output(x2, weight, xa, lora_b, scaling)
 
         def project_back(grad, inp, xa, weight, lora_a, lora_b, scaling, seed, need_dx):
             return _lora_backward(
@@ -233,28 +247,34 @@ class _LoRAMLP(torch.autograd.Function):
             )
 
         with torch.autocast(dy.device.type, enabled=False):
+            if kept:
+                gate, up = kept
+            else:
+                gate = recomputed(xa_gate, gate_w, gate_a, gate_b, gate_s)
+                up = recomputed(xa_up, up_w, up_a, up_b, up_s)
             hidden = gated_act_forward(gate, up, ctx.act)
             dh, d_down_a, d_down_b = project_back(
                 _flat(dy, compute), hidden, xa_down, down_w, down_a, down_b, down_s, down_seed, True)
             # hidden and dh are dead once read: the activation backward writes d(gate), d(up) over them.
             d_gate, d_up = gated_act_backward(dh, gate, up, ctx.act, dg=hidden, du=dh)
-            x2 = x2.to(compute)
             dx, d_gate_a, d_gate_b = project_back(d_gate, x2, xa_gate, gate_w, gate_a, gate_b, gate_s, gate_seed,
                                                   need_dx)
             dx_up, d_up_a, d_up_b = project_back(d_up, x2, xa_up, up_w, up_a, up_b, up_s, up_seed, need_dx)
         if dx is not None:
             dx = dx.add_(dx_up).to(ctx.x_dtype).view(ctx.x_shape)
-        return (dx, None, None, None, d_gate_a, d_gate_b, None, None, d_up_a, d_up_b, None, None, d_down_a, d_down_b,
-                None)
+        return (dx, None, None, None, None, d_gate_a, d_gate_b, None, None, d_up_a, d_up_b, None, None, d_down_a,
+                d_down_b, None)
 
 
-def lora_mlp(x, gate, up, down, activation="swiglu", dropout_p=0.0):
+def lora_mlp(x, gate, up, down, activation="swiglu", dropout_p=0.0, recompute=False):
     """down_proj(act(gate_proj(x)) * up_proj(x)), each projection a LoRA linear without bias.
 
     gate, up, down: (weight, lora_a, lora_b, scaling) bundles as for lora_linear.
     activation: "swiglu" (silu; LLaMA, Mistral, Qwen) or "geglu" (tanh-approximated gelu; Gemma).
     dropout_p: LoRA dropout on each projection's low-rank input, a mask of its own per projection, as PEFT's
     lora_dropout modules apply (pass 0 in eval mode).
+    recompute: keep neither gate(x) nor up(x) for the backward but recompute them there (selective checkpointing:
+    2 x [tokens, intermediate] less memory per block for two more base matmuls in its backward); same results.
     """
     if activation not in _MLP_ACTIVATIONS:
         raise ValueError(f"activation must be one of {sorted(_MLP_ACTIVATIONS)}, got {activation!r}")
@@ -264,4 +284,4 @@ def lora_mlp(x, gate, up, down, activation="swiglu", dropout_p=0.0):
     for weight, lora_a, lora_b, scaling in (gate, up, down):
         _check_frozen(weight)
         flat += [weight, lora_a, lora_b, float(scaling)]
-    return _LoRAMLP.apply(x, _MLP_ACTIVATIONS[activation], float(dropout_p), *flat)
+    return _LoRAMLP.apply(x, _MLP_ACTIVATIONS[activation], float(dropout_p), bool(recompute), *flat)

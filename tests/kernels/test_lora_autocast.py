@@ -108,13 +108,13 @@ def test_nf4_without_autocast_computes_in_the_weights_dtype(triton_backend, monk
     assert_all_close(out, ref, BF16, ["y", "dx"])
 
 
-def _mlp_both(mlp, weights, x, dy):
+def _mlp_both(mlp, weights, x, dy, recompute=False):
     ab = [mlp.get_parameter(k) for k in MLP_KEYS]
     scalings = [getattr(mlp, p).scaling["default"] for p in PROJS]
 
     def ours(x, *ab):
         bundles = [(w, ab[2 * i], ab[2 * i + 1], s) for i, (w, s) in enumerate(zip(weights, scalings))]
-        return lora.lora_mlp(x, *bundles, activation="swiglu")
+        return lora.lora_mlp(x, *bundles, activation="swiglu", recompute=recompute)
 
     with autocast():
         out = forward_backward(ours, [x, *ab], dy)
@@ -122,13 +122,14 @@ def _mlp_both(mlp, weights, x, dy):
     return out, ref
 
 
+@pytest.mark.parametrize("recompute", [False, True], ids=["keep", "recompute"])
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_dense_mlp_matches_peft_under_autocast(backend, request):
+def test_dense_mlp_matches_peft_under_autocast(backend, recompute, request):
     request.getfixturevalue(backend)
     mlp = peft_mlp("swiglu")
     x = torch.randn(2, 7, mlp.gate_proj.in_features, generator=torch.Generator().manual_seed(3))
     dy = torch.randn(2, 7, mlp.down_proj.out_features, generator=torch.Generator().manual_seed(4)).to(BF16)
-    out, ref = _mlp_both(mlp, [getattr(mlp, p).base_layer.weight for p in PROJS], x, dy)
+    out, ref = _mlp_both(mlp, [getattr(mlp, p).base_layer.weight for p in PROJS], x, dy, recompute)
     assert [t.dtype for t in out] == [t.dtype for t in ref] == [BF16] + [torch.float32] * 7
     assert_all_close(out, ref, BF16, GRAD_NAMES)
 

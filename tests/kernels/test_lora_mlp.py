@@ -34,14 +34,14 @@ def peft_mlp(activation: str, seed=0):
     return model.base_model.model
 
 
-def _ours(mlp, activation, weights=None):
+def _ours(mlp, activation, weights=None, recompute=False):
     """lora_mlp taking the six LoRA matrices as arguments; base weights from mlp unless given."""
     weights = weights or [getattr(mlp, p).base_layer.weight for p in PROJS]
     scalings = [getattr(mlp, p).scaling["default"] for p in PROJS]
 
     def run(x, *ab, dropout_p=0.0):
         bundles = [(w, ab[2 * i], ab[2 * i + 1], s) for i, (w, s) in enumerate(zip(weights, scalings))]
-        return lora.lora_mlp(x, *bundles, activation=activation, dropout_p=dropout_p)
+        return lora.lora_mlp(x, *bundles, activation=activation, dropout_p=dropout_p, recompute=recompute)
 
     return run
 
@@ -57,19 +57,26 @@ def _inputs(mlp, dtype, seed=1):
     return x, dy, [mlp.get_parameter(k).detach().to(dtype) for k in LORA_KEYS]
 
 
+# recompute: gate(x) and up(x) rebuilt in backward instead of kept (selective checkpointing)
+RECOMPUTE = pytest.mark.parametrize("recompute", [False, True], ids=["keep", "recompute"])
+
+
+@RECOMPUTE
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("activation", ["swiglu", "geglu"])
-def test_fp32_matches_peft_mlp(backend, activation, request):
+def test_fp32_matches_peft_mlp(backend, activation, recompute, request):
     request.getfixturevalue(backend)
     mlp = peft_mlp(activation)
     x, dy, ab = _inputs(mlp, torch.float32)
     ref = forward_backward(_peft(mlp), [x, *ab], dy)
-    assert_all_close(forward_backward(_ours(mlp, activation), [x, *ab], dy), ref, torch.float32, GRAD_NAMES)
+    out = forward_backward(_ours(mlp, activation, recompute=recompute), [x, *ab], dy)
+    assert_all_close(out, ref, torch.float32, GRAD_NAMES)
 
 
+@RECOMPUTE
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-def test_half_precision_against_fp32_reference(backend, dtype, request):
+def test_half_precision_against_fp32_reference(backend, dtype, recompute, request):
     request.getfixturevalue(backend)
     mlp = peft_mlp("geglu")
     weights = []
@@ -79,11 +86,13 @@ def test_half_precision_against_fp32_reference(backend, dtype, request):
         base.weight.data = weights[-1].float()
     x, dy, ab = _inputs(mlp, dtype)
     ref = forward_backward(_peft(mlp), [t.float() for t in (x, *ab)], dy.float())
-    assert_all_close(forward_backward(_ours(mlp, "geglu", weights), [x, *ab], dy), ref, dtype, GRAD_NAMES)
+    out = forward_backward(_ours(mlp, "geglu", weights, recompute), [x, *ab], dy)
+    assert_all_close(out, ref, dtype, GRAD_NAMES)
 
 
+@RECOMPUTE
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_nf4_weights_match_their_dequantized_copy(backend, request):
+def test_nf4_weights_match_their_dequantized_copy(backend, recompute, request):
     request.getfixturevalue(backend)
     mlp = peft_mlp("swiglu")
     shapes = [(HIDDEN, INTERMEDIATE), (HIDDEN, INTERMEDIATE), (INTERMEDIATE, HIDDEN)]
@@ -93,19 +102,23 @@ def test_nf4_weights_match_their_dequantized_copy(backend, request):
         getattr(mlp, proj).base_layer.weight.data = weight
     x, dy, ab = _inputs(mlp, torch.float32)
     ref = forward_backward(_peft(mlp), [x, *ab], dy)
-    assert_all_close(forward_backward(_ours(mlp, "swiglu", nf4), [x, *ab], dy), ref, torch.float32, GRAD_NAMES)
+    out = forward_backward(_ours(mlp, "swiglu", nf4, recompute), [x, *ab], dy)
+    assert_all_close(out, ref, torch.float32, GRAD_NAMES)
 
 
-def test_saves_gate_and_up_but_not_their_product(triton_backend):
+@pytest.mark.parametrize("recompute, kept", [(False, [(14, INTERMEDIATE)] * 2), (True, [])],
+                         ids=["keep", "recompute"])
+def test_saves_gate_and_up_but_not_their_product(triton_backend, recompute, kept):
+    """Besides its inputs, the block keeps three [tokens, r] tensors, and gate(x) and up(x) unless it recomputes."""
     mlp = peft_mlp("swiglu")
     x, _, ab = _inputs(mlp, torch.float32)
     x = x.contiguous().requires_grad_()
     saved = []
     with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
-        _ours(mlp, "swiglu")(x, *[t.requires_grad_() for t in ab])
+        _ours(mlp, "swiglu", recompute=recompute)(x, *[t.requires_grad_() for t in ab])
     inputs = {t.data_ptr() for t in [x, *ab]} | {getattr(mlp, p).base_layer.weight.data_ptr() for p in PROJS}
     extra = sorted(tuple(t.shape) for t in saved if t.data_ptr() not in inputs)
-    assert extra == [(14, RANK)] * 3 + [(14, INTERMEDIATE)] * 2
+    assert extra == [(14, RANK)] * 3 + kept
 
 
 def test_dispatch(monkeypatch):
@@ -140,16 +153,18 @@ class _Mask(torch.nn.Module):
         return x * self.keep.view(x.shape) / (1 - self.p)
 
 
+@RECOMPUTE
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("activation", ["swiglu", "geglu"])
-def test_dropout_matches_peft_with_the_kernels_masks(backend, activation, request):
+def test_dropout_matches_peft_with_the_kernels_masks(backend, activation, recompute, request):
     """PEFT's MLP whose three lora_dropout modules apply the masks regenerated from lora_mlp's seeds (drawn gate, up,
     down, one mask each: the Triton kernels' hash or the PyTorch path's generator); fp32 to 1e-5."""
     request.getfixturevalue(backend)
     p, mlp = 0.3, peft_mlp(activation)
     x, dy, ab = _inputs(mlp, torch.float32)
     torch.manual_seed(11)
-    out = forward_backward(lambda x, *ab: _ours(mlp, activation)(x, *ab, dropout_p=p), [x, *ab], dy)
+    ours = _ours(mlp, activation, recompute=recompute)
+    out = forward_backward(lambda x, *ab: ours(x, *ab, dropout_p=p), [x, *ab], dy)
     torch.manual_seed(11)
     rows = x.shape[0] * x.shape[1]
     for proj, width in zip(PROJS, (HIDDEN, HIDDEN, INTERMEDIATE), strict=True):
@@ -161,5 +176,5 @@ def test_dropout_matches_peft_with_the_kernels_masks(backend, activation, reques
         getattr(mlp, proj).lora_dropout["default"] = _Mask(keep, p)
     assert_all_close(out, forward_backward(_peft(mlp), [x, *ab], dy), torch.float32, GRAD_NAMES)
     torch.manual_seed(11)
-    again = forward_backward(lambda x, *ab: _ours(mlp, activation)(x, *ab, dropout_p=p), [x, *ab], dy)
+    again = forward_backward(lambda x, *ab: ours(x, *ab, dropout_p=p), [x, *ab], dy)
     assert torch.equal(again[0], out[0]), "same seed, same result"
