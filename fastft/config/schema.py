@@ -92,8 +92,10 @@ class TrainingSection(Section):
     warmup_ratio: float = Field(0.1, ge=0, lt=1, description="share of the optimizer steps spent warming up")
     weight_decay: float = Field(0.1, ge=0, description="AdamW weight decay")
     max_grad_norm: float = Field(1.2, gt=0, description="gradient-norm clipping threshold")
-    gradient_checkpointing: bool = Field(
-        True, description="recompute activations in the backward pass: less memory, more time")
+    gradient_checkpointing: Union[bool, Literal["selective"]] = Field(
+        True, description="true: keep each layer's input, recompute the whole layer in the backward pass (least "
+                          "memory, most time); selective: recompute only the fused MLP's gate and up projections "
+                          "(needs kernels.mlp); false: keep everything")
     optimizer: str = Field("auto", description="auto = paged_adamw_32bit on CUDA, adamw_torch otherwise")
     logging_steps: PositiveInt = Field(10, description="log the training loss every N optimizer steps")
     save_steps: Optional[PositiveInt] = Field(
@@ -101,6 +103,13 @@ class TrainingSection(Section):
     save_total_limit: PositiveInt = Field(2, description="checkpoints kept on disk at most")
     eval_before_training: bool = Field(
         True, description="evaluate once before the first step (report.md's loss before training)")
+
+    @field_validator("gradient_checkpointing", mode="before")
+    @classmethod
+    def _checkpointing_mode(cls, value):
+        if isinstance(value, bool) or value == "selective":
+            return value
+        raise ValueError("must be true, false or selective")
 
 
 class KernelsSection(Section):

@@ -12,6 +12,7 @@ from ..kernels.linear_cross_entropy import GPU_CHUNK_BYTES
 from .loader import resolve_dtype
 
 NF4_BYTES = 0.5 + 1 / 64 * (1 + 4 / 256)  # 4-bit codes, an 8-bit absmax per 64 weights, fp32 per 256 absmax
+_MLP_PROJECTIONS = ("gate_proj", "up_proj", "down_proj")
 LORA_STATE_BYTES = 4 + 4  # fp32 parameter and gradient; the optimizer adds its own per-parameter bytes
 
 
@@ -71,9 +72,11 @@ def estimate(model, recipe, optimizer: str, longest: int, trained_rows: int, on_
     trained = trained_params * (LORA_STATE_BYTES + optimizer_bytes(optimizer))
     act_bytes = 4 if not on_gpu else 2
     tokens = recipe.training.batch_size * longest
-    per_layer = _layer_activations(text, recipe.lora.target_modules, recipe.model.attn_implementation, longest)
+    mode = recipe.training.gradient_checkpointing
+    per_layer = _layer_activations(text, recipe.lora.target_modules, recipe.model.attn_implementation, longest,
+                                   selective=mode == "selective")
     layers = text.num_hidden_layers
-    if recipe.training.gradient_checkpointing:  # each layer's input kept, one layer's whole set at a time
+    if mode is True:  # each layer's input kept, one layer's whole set at a time
         activations = tokens * act_bytes * (layers * hidden + per_layer)
     else:
         activations = tokens * act_bytes * layers * per_layer
@@ -88,20 +91,22 @@ def estimate(model, recipe, optimizer: str, longest: int, trained_rows: int, on_
                      final_model=int(adapter + (vocab * hidden * dtype.itemsize if new_rows else 0)))
 
 
-def _layer_activations(text, targets, attention: str, longest: int) -> int:
+def _layer_activations(text, targets, attention: str, longest: int, selective: bool = False) -> int:
     """Values kept for the backward pass per token in one decoder layer: the two norms' inputs and outputs, q/k/v
     and their rotated copies, the attention output, the MLP's gate, up, activation and product, and for each LoRA'd
-    projection its dropped-out input and low-rank output."""
+    projection its dropped-out input and low-rank output. selective (checkpointing) with LoRA on all three MLP
+    projections: the MLP block keeps only its input, as lora_mlp does when it recomputes gate and up."""
     hidden, inner = text.hidden_size, text.intermediate_size
     heads = text.num_attention_heads
     head_dim = getattr(text, "head_dim", None) or hidden // heads
     kv = getattr(text, "num_key_value_heads", None) or heads
     q, k = heads * head_dim, kv * head_dim
-    values = 4 * hidden + 2 * (q + 2 * k) + q + 4 * inner
     inputs = {"q_proj": hidden, "k_proj": hidden, "v_proj": hidden, "o_proj": q, "gate_proj": hidden, "up_proj": hidden,
               "down_proj": inner}
-    lora_inputs = inputs.values() if targets == "all-linear" else [inputs.get(name, hidden) for name in targets]
-    values += sum(lora_inputs)
+    names = list(inputs) if targets == "all-linear" else targets
+    recomputed = selective and set(_MLP_PROJECTIONS) <= set(names)
+    values = 4 * hidden + 2 * (q + 2 * k) + q + (hidden if recomputed else 4 * inner)
+    values += sum(inputs.get(name, hidden) for name in names if not (recomputed and name in _MLP_PROJECTIONS))
     if attention == "eager":  # the softmax matrix per head
         values += heads * longest
     return values

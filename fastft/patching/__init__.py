@@ -12,6 +12,7 @@ stay transformers'. The loss kernel is not patched here: fastft.patching.loss.pr
 from collections.abc import Mapping
 
 from ..models.families import FAMILIES, family_for, text_config
+from .checkpointing import SELECTIVE, selective_note
 from .lora import patch_lora
 from .mlp import patch_mlps
 from .norms import patch_norms
@@ -31,10 +32,11 @@ def _switches(kernels_cfg) -> dict:
     return {kind: bool(getattr(kernels_cfg, kind, True)) for kind in _SWITCHES}
 
 
-def apply_kernels(model, kernels_cfg=None, dtype=None, check_backend=None) -> PatchReport:
+def apply_kernels(model, kernels_cfg=None, dtype=None, check_backend=None, checkpointing=False) -> PatchReport:
     """Patch `model` (PeftModelForCausalLM, or a transformers model with PEFT LoRA layers) in place.
     dtype: the run's compute dtype for the self-check (default the model's); check_backend: run the self-check on
-    that backend wherever the model is (tests: "triton" through the interpreter), instead of on CUDA only."""
+    that backend wherever the model is (tests: "triton" through the interpreter), instead of on CUDA only.
+    checkpointing: training.gradient_checkpointing; "selective" makes the fused MLP blocks recompute gate and up."""
     on = _switches(kernels_cfg)
     family, model_type = family_for(getattr(model, "config", None))
     report = PatchReport(family=family.name if family else model_type)
@@ -46,14 +48,19 @@ def apply_kernels(model, kernels_cfg=None, dtype=None, check_backend=None) -> Pa
         report.notes.append("loss: linear_cross_entropy on labelled positions only (training.loss.prompt_masked_loss)")
     if on["lora"]:  # lora_linear is layer-local: valid for any architecture
         patch_lora(model, report)
+    selective = checkpointing == SELECTIVE
     if family is None:
         report.notes.append(
             f"mlp, rms_norm, rope: plain path: no fastft patches for architecture {model_type} "
             f"(patched: {', '.join(sorted(FAMILIES))})"
         )
+        if selective:
+            report.notes.append(selective_note(report))
         return report
     if on["mlp"]:
-        patch_mlps(model, family, text_config(model.config), report)
+        patch_mlps(model, family, text_config(model.config), report, recompute=selective)
+    if selective:
+        report.notes.append(selective_note(report))
     if on["rms_norm"]:
         patch_norms(model, family, report)
     if on["rope"]:

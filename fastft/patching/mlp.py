@@ -5,7 +5,7 @@ PEFT's modules do); a block whose projections' dropouts differ runs its own forw
 goes through lora_linear when the lora kernel is on.
 """
 from ..kernels import lora_mlp
-from .install import foreign_patch, install, ours, plain_forward
+from .install import foreign_patch, install, is_ours, ours, plain_forward
 from .lora import dropout_p, kernel_adapter
 
 _PROJECTIONS = ("gate_proj", "up_proj", "down_proj")
@@ -39,12 +39,12 @@ def _bundles(mlp):
 
 
 @ours
-def mlp_forward(self, x, *, activation: str):
+def mlp_forward(self, x, *, activation: str, recompute: bool = False):
     fused = _bundles(self)
     if fused is None:
         return plain_forward(self, x)
     bundles, p = fused
-    return lora_mlp(x, *bundles, activation=activation, dropout_p=p)
+    return lora_mlp(x, *bundles, activation=activation, dropout_p=p, recompute=recompute)
 
 
 def _block_reason(mlp, activation, act_name) -> str | None:
@@ -57,7 +57,13 @@ def _block_reason(mlp, activation, act_name) -> str | None:
     return foreign_patch(mlp)
 
 
-def patch_mlps(model, family, text_config, report) -> None:
+def recomputing_blocks(model) -> int:
+    """How many MLP blocks recompute gate and up in backward (selective checkpointing), read from the live modules."""
+    return sum(1 for m in model.modules() if is_ours(m) and m.forward.__func__.keywords.get("recompute", False))
+
+
+def patch_mlps(model, family, text_config, report, recompute: bool = False) -> None:
+    """recompute: selective checkpointing (fastft.patching.checkpointing)."""
     activation, act_name = family.gated_activation(text_config)
     mlp_cls = family.cls("MLP")
     for name, module in model.named_modules():
@@ -67,5 +73,5 @@ def patch_mlps(model, family, text_config, report) -> None:
         if reason:
             report.plain("mlp", name, reason)
             continue
-        install(module, mlp_forward, activation=activation)
+        install(module, mlp_forward, activation=activation, recompute=recompute)
         report.patched("mlp")

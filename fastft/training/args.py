@@ -1,6 +1,7 @@
 """Recipe training section -> TRL SFTConfig."""
 import torch
 
+from ..patching.checkpointing import full_checkpointing
 from .tensorboard import TENSORBOARD
 
 
@@ -41,7 +42,8 @@ def sft_config(recipe, output_dir: str, has_eval: bool, compute_dtype: torch.dty
         warmup_steps=t.warmup_ratio,  # a float in [0, 1) is a ratio of the total steps
         weight_decay=t.weight_decay,
         max_grad_norm=t.max_grad_norm,
-        **{checkpointing: t.gradient_checkpointing},
+        # selective is fastft's own (the patched MLP blocks recompute, fastft.patching.checkpointing): HF's stays off
+        **{checkpointing: full_checkpointing(t.gradient_checkpointing)},
         optim=optimizer_name(t.optimizer),
         logging_steps=t.logging_steps,
         logging_first_step=True,

@@ -8,6 +8,7 @@ from ..data.collator import PadCollator
 from ..models.loader import LoadedModel, add_lora, count_params, device_name, load_base_model, resolve_dtype
 from ..models.unsloth_backend import load_with_unsloth
 from ..patching import apply_kernels
+from ..patching.checkpointing import check_selective, full_checkpointing
 from .args import sft_config
 from .trainer import FastftTrainer
 
@@ -23,6 +24,7 @@ def build_model(resolved, backend: str = "hf") -> LoadedModel:
     """The base model with LoRA (and the trained token rows) and fastft's kernels. `backend` from
     unsloth_backend.select_backend, called before anything is written."""
     recipe = resolved.recipe
+    check_selective(recipe, backend)
     # Seeded right before the adapters are made (their A matrices are drawn there), before the Trainer seeds anything.
     if backend == "unsloth":
         set_seed(recipe.seed)
@@ -33,9 +35,9 @@ def build_model(resolved, backend: str = "hf") -> LoadedModel:
         if resolved.new_token_ids:
             model.resize_token_embeddings(len(resolved.tokenizer))
         set_seed(recipe.seed)
-        model = add_lora(model, recipe.lora, recipe.model.quantization == "nf4", recipe.training.gradient_checkpointing,
-                         resolved.trained_token_ids)
-    kernels = apply_kernels(model, recipe.kernels, dtype)
+        model = add_lora(model, recipe.lora, recipe.model.quantization == "nf4",
+                         full_checkpointing(recipe.training.gradient_checkpointing), resolved.trained_token_ids)
+    kernels = apply_kernels(model, recipe.kernels, dtype, checkpointing=recipe.training.gradient_checkpointing)
     trainable, total = count_params(model)
     return LoadedModel(model, resolved.tokenizer, resolved.source, device_name(), dtype, trainable, total, backend, kernels)
 
