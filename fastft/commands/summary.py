@@ -30,7 +30,7 @@ def model_summary(log, recipe, loaded, optimizer: str, args) -> None:
     log(f"  backend    {loaded.backend}, attention {recipe.model.attn_implementation}")
     for line in loaded.kernels.lines():
         log(f"  kernels    {line}")
-    log(f"  device     {loaded.device}, dtype {str(loaded.dtype).replace('torch.', '')}, optimizer {optimizer}, gradient checkpointing {'on' if args.gradient_checkpointing else 'off'}")
+    log(f"  device     {loaded.device}, dtype {str(loaded.dtype).replace('torch.', '')}, optimizer {optimizer}, gradient checkpointing {'selective' if t.gradient_checkpointing == 'selective' else 'on' if args.gradient_checkpointing else 'off'}")
     log(f"  optional   {optional_summary(recipe)}")
     log(f"  versions   {versions()}")
 
