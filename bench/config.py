@@ -19,6 +19,9 @@ SEED = 0  # seeds the LoRA A init right before the adapters are injected, in eve
 # where assistant turns are about half of the tokens.
 WORKLOADS = {"summarization": 0.9, "chat": 0.5}
 SYSTEMS = ("fastft", "fastft-nokernels", "hf-peft-trl", "liger", "unsloth")
+# The systems with a "selective" checkpointing setting: fastft's fused MLP recomputes gate and up in backward
+# (training.gradient_checkpointing: selective). transformers, PEFT, TRL, Liger and Unsloth checkpoint whole layers.
+SELECTIVE_SYSTEMS = ("fastft",)
 
 
 @dataclass(frozen=True)
@@ -32,7 +35,7 @@ class Config:
     masked_frac: float | None = None  # None: the workload's own
     warmup: int = 1
     timed: int = 2
-    gradient_checkpointing: bool = False
+    gradient_checkpointing: bool | str = False  # False, True or "selective"
     dtype: str | None = None  # the model's dtype; None: the device's default (dtype_name())
 
     @property
@@ -53,6 +56,19 @@ class Config:
     @classmethod
     def from_json(cls, text: str) -> "Config":
         return cls(**json.loads(text))
+
+
+def checkpointing_label(setting) -> str:
+    """A configuration's or row's gradient_checkpointing as the reports write it: off, on or selective."""
+    return setting if setting == "selective" else "on" if setting else "off"
+
+
+def selective_unavailable(cfg: Config) -> str | None:
+    """Why this system cannot run this configuration's selective checkpointing, or None."""
+    if cfg.gradient_checkpointing == "selective" and cfg.system not in SELECTIVE_SYSTEMS:
+        return (f"{cfg.system} has no selective checkpointing (only fastft's fused MLP recomputes gate and up; "
+                "the others checkpoint whole layers)")
+    return None
 
 
 def device() -> str:

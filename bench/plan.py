@@ -1,5 +1,5 @@
 """Which configurations a run measures: the issue's target configuration (--quick), or sweeps around it."""
-from .config import SYSTEMS, Config
+from .config import SELECTIVE_SYSTEMS, SYSTEMS, Config
 from .models import EMBEDDED, RANDOM
 
 # The issue's target: Gemma 3 270M, LoRA r=16 on seven projections, summarization (~90% masked), seq 1024, batch 2.
@@ -15,7 +15,8 @@ SWEEPS = {
     "models": [{"model": m, "batch": 1} for m in RANDOM],
     "bf16": [{"dtype": "bfloat16"}],  # the model in bf16 (on CPU: where the CPU has native bf16 matmuls)
 }
-CHECKPOINTING = {"off": (False,), "on": (True,), "both": (False, True)}
+CHECKPOINTING = {"off": (False,), "on": (True,), "selective": ("selective",), "both": (False, True),
+                 "all": (False, "selective", True)}
 PAIR = ("fastft", "hf-peft-trl")  # the systems the targets compare, and --quick's sweeps
 QUICK_SEQ = (256, 1024, 4096)  # --quick's short sequence-length sweep: its ends and middle, 1 warm-up + 1 timed step
 
@@ -40,8 +41,9 @@ def configs(sweeps, systems=SYSTEMS, warmup: int = 1, timed: int = 3, checkpoint
 
 def quick(systems=SYSTEMS) -> list[Config]:
     """What the targets need and a skeptic asks for, about 15 minutes on the quiet 2-core CPU: every system at the
-    target configuration with gradient checkpointing off and on (1 warm-up + 2 timed steps), then fastft and
-    hf-peft-trl in bf16 and at QUICK_SEQ (batch 1, 1 warm-up + 1 timed step)."""
+    target configuration with gradient checkpointing off and on (1 warm-up + 2 timed steps) and fastft with it
+    selective, then fastft and hf-peft-trl in bf16 and at QUICK_SEQ (batch 1, 1 warm-up + 1 timed step)."""
     pair = [s for s in systems if s in PAIR]
     seq = [cfg for cfg in configs(["seq"], pair, warmup=1, timed=1) if cfg.seq_len in QUICK_SEQ]
-    return configs(["target"], systems, 1, 2, CHECKPOINTING["both"]) + configs(["bf16"], pair, 1, 2) + seq
+    selective = configs(["target"], [s for s in systems if s in SELECTIVE_SYSTEMS], 1, 2, CHECKPOINTING["selective"])
+    return configs(["target"], systems, 1, 2, CHECKPOINTING["both"]) + selective + configs(["bf16"], pair, 1, 2) + seq

@@ -2,6 +2,8 @@
 from collections import defaultdict
 from pathlib import Path
 
+from .config import checkpointing_label
+
 GB = 1024**3
 _SERIES_KEY = ("model", "workload", "batch", "quant", "dtype", "gradient_checkpointing")
 
@@ -28,7 +30,7 @@ def plot_vs_seq_len(rows: list[dict], out_dir: Path, stem: str) -> list[Path]:
         return []
     model, workload, batch, quant, dtype, checkpointing, masked = key
     title = (f"{model}, {workload} ({masked:.0%} masked), batch {batch}, {'QLoRA nf4' if quant == 'nf4' else 'LoRA'}, "
-             f"{dtype}, grad. ckpt {'on' if checkpointing else 'off'}")
+             f"{dtype}, grad. ckpt {checkpointing_label(checkpointing)}")
     lengths = sorted({r["seq_len"] for r in chosen})
     paths = []
     panels = (("tokens_per_s", "tokens/s", 1, "throughput"), ("peak_mem_bytes", "peak memory (GiB)", GB, "memory"))

@@ -1,5 +1,6 @@
 """The Markdown report: machine, settings, the issue's targets (hit or missed, from the rows), and every row."""
-from .config import default_dtype
+from .config import checkpointing_label, default_dtype
+from .plan import CHECKPOINTING, PAIR
 from .targets import failure, target_row, verdicts
 
 GB = 1024**3
@@ -9,7 +10,7 @@ def target_lines(rows) -> list[str]:
     lines = ["| target | grad. ckpt | measured | verdict |", "|---|---|---|---|"]
     for target, value, text in verdicts(rows):
         measured = "-" if value is None else format(value, ".3g")
-        lines.append(f"| {target.text} | {'on' if target.checkpointing else 'off'} | {measured} | {text} |")
+        lines.append(f"| {target.text} | {checkpointing_label(target.checkpointing)} | {measured} | {text} |")
     fast = target_row(rows, "fastft", False)
     if fast and fast["useful_mfu"]:  # tokens/s over useful MFU = the tokens/s the useful FLOPs allow at the peak
         bound = fast["tokens_per_s"] / fast["useful_mfu"]
@@ -27,7 +28,7 @@ def row_line(r: dict) -> str:
     note = (f"skipped: {r['skipped_reason']}" if r["skipped_reason"]
             else f"FAILED, trained nothing: {failed}; {r['kernels']}" if failed else r["kernels"])
     cells = [r["system"], r["workload"], r["model"], r["seq_len"], r["batch"], r["quant"], r["dtype"],
-             "on" if r["gradient_checkpointing"] else "off", _fmt(r["masked_frac"], ".2f"),
+             checkpointing_label(r["gradient_checkpointing"]), _fmt(r["masked_frac"], ".2f"),
              _fmt(r["tokens_per_s"], ".1f"), _fmt(r["trained_tokens_per_s"], ".1f"), _fmt(r["step_s"], ".2f"),
              _fmt(r["peak_mem_bytes"], ".2f", GB), _fmt(r["useful_mfu"], ".1%"), _fmt(r.get("first_loss"), ".5f"),
              _fmt(r["final_loss"], ".5f"), _fmt(r["grad_norm"], ".4g"), note.replace("|", "/")]
@@ -52,13 +53,36 @@ def side_by_side_lines(rows: list[dict]) -> list[str]:
         fast, base = pair["fastft"], pair["hf-peft-trl"]
         model, _, seq, batch, quant, dtype, checkpointing, masked = key
         loss = abs(fast["final_loss"] - base["final_loss"]) / abs(base["final_loss"])
-        cells = [model, seq, batch, quant, dtype, "on" if checkpointing else "off", f"{masked:.2f}",
+        cells = [model, seq, batch, quant, dtype, checkpointing_label(checkpointing), f"{masked:.2f}",
                  f"{fast['tokens_per_s']:.1f}", f"{base['tokens_per_s']:.1f}",
                  f"{fast['tokens_per_s'] / base['tokens_per_s']:.2f}x", f"{fast['peak_mem_bytes'] / GB:.2f}",
                  f"{base['peak_mem_bytes'] / GB:.2f}", f"{fast['peak_mem_bytes'] / base['peak_mem_bytes']:.3f}x",
                  f"{loss:.2g}"]
         lines.append("| " + " | ".join(map(str, cells)) + " |")
     return lines if len(lines) > 2 else ["(no point where both fastft and hf-peft-trl trained)"]
+
+
+def checkpointing_lines(rows: list[dict]) -> list[str]:
+    """At the target: each system of the pair with gradient checkpointing off, selective and on, its tokens/s and
+    peak memory, and both relative to the same system with checkpointing off."""
+    lines = ["| system | grad. ckpt | tokens/s | peak GiB | tokens/s vs off | peak memory vs off |", "|" + "---|" * 6]
+    for system in PAIR:
+        off = target_row(rows, system, False)
+        for setting in CHECKPOINTING["all"]:
+            row = target_row(rows, system, setting)
+            if row is None:
+                continue
+            if row["skipped_reason"] or failure(row):
+                why = f"skipped: {row['skipped_reason']}" if row["skipped_reason"] else f"FAILED: {failure(row)}"
+                lines.append(f"| {system} | {checkpointing_label(setting)} | {why.replace('|', '/')} | - | - | - |")
+                continue
+            usable = off is not None and not off["skipped_reason"] and not failure(off)
+            cells = [system, checkpointing_label(setting), f"{row['tokens_per_s']:.1f}",
+                     f"{row['peak_mem_bytes'] / GB:.2f}",
+                     f"{row['tokens_per_s'] / off['tokens_per_s']:.2f}x" if usable else "-",
+                     f"{row['peak_mem_bytes'] / off['peak_mem_bytes']:.3f}x" if usable else "-"]
+            lines.append("| " + " | ".join(cells) + " |")
+    return lines if len(lines) > 2 else ["(no target row measured)"]
 
 
 def settings_lines(rows: list[dict]) -> list[str]:
@@ -69,7 +93,7 @@ def settings_lines(rows: list[dict]) -> list[str]:
             groups.setdefault((r["dtype"], r["gradient_checkpointing"]), set()).add(r["settings"])
     lines = []
     for (dtype, checkpointing), settings in groups.items():
-        head = f"- Settings, {dtype}, gradient checkpointing {'on' if checkpointing else 'off'}, "
+        head = f"- Settings, {dtype}, gradient checkpointing {checkpointing_label(checkpointing)}, "
         if len(settings) == 1:
             lines.append(head + f"identical across systems (read back from each trainer): {next(iter(settings))}")
         else:
@@ -104,6 +128,8 @@ def markdown(rows: list[dict], meta: dict) -> str:
             "`python bench/kernels.py`, its report sits beside this one); the GPU target (ahead of unsloth and liger "
             "on Llama-3.2-3B QLoRA) needs a GPU run of this harness."]
     out += ["", "## fastft vs hf-peft-trl, side by side", "", *side_by_side_lines(rows)]
+    out += ["", "## Gradient checkpointing at the target: off, selective (fastft only: its fused MLP recomputes gate "
+            "and up) and on", "", *checkpointing_lines(rows)]
     out += ["", "## All rows", "",
             "| system | workload | model | seq | batch | quant | dtype | grad. ckpt | masked | tokens/s | trained tok/s"
             " | step s | peak GiB | useful MFU | loss before | final loss | grad norm | kernels / skipped / FAILED |",

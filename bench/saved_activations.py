@@ -1,4 +1,5 @@
-"""Bytes autograd keeps for the backward of one decoder layer, by op: fastft (its kernels) against transformers+PEFT.
+"""Bytes autograd keeps for the backward of one decoder layer, by op: fastft (its kernels; also with selective
+checkpointing, which makes its fused MLP recompute gate and up) against transformers+PEFT.
 
     python bench/saved_activations.py --tag before   # then, after a change: --tag after
 
@@ -28,7 +29,7 @@ from bench.layer_model import gemma3_config, lora_config  # noqa: E402
 from bench.machine import results_dir  # noqa: E402
 
 BATCH, SEQ = 2, 1024
-SYSTEMS = ("fastft", "transformers+peft")
+SYSTEMS = ("fastft", "fastft (selective)", "transformers+peft")  # selective: training.gradient_checkpointing
 DROPOUTS = (0.0, 0.05)
 
 
@@ -84,10 +85,10 @@ def build(system: str, dropout: float):
     torch.manual_seed(0)
     model = Gemma3ForCausalLM(gemma3_config(1))
     model = get_peft_model(model, lora_config(dropout=dropout))
-    if system == "fastft":
+    if system.startswith("fastft"):
         from fastft.patching import apply_kernels
 
-        apply_kernels(model)
+        apply_kernels(model, checkpointing="selective" if system == "fastft (selective)" else False)
     return model.train()
 
 

@@ -4,7 +4,7 @@
 
 Each configuration runs in its own `python -m bench.run_one` process (fresh peak RSS); rows, a Markdown report
 and plots go to bench/results/<device>-<date>/. --quick measures the issue's target configuration (checkpointing
-off and on) and short bf16 and sequence-length sweeps; --check exits 1 when a target of bench/targets.py is not HIT.
+off and on, and fastft's selective) and short bf16 and sequence-length sweeps; --check exits 1 when a target of bench/targets.py is not HIT.
 """
 import argparse
 import dataclasses
@@ -20,7 +20,7 @@ if __package__ in (None, ""):  # run as a script: make `bench` importable from t
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench import machine, plan, targets  # noqa: E402
-from bench.config import REPO, SYSTEMS, Config  # noqa: E402
+from bench.config import REPO, SYSTEMS, Config, checkpointing_label  # noqa: E402
 from bench.outputs import write_outputs  # noqa: E402
 from bench.run_one import ROW_PREFIX, base_row  # noqa: E402
 
@@ -45,7 +45,8 @@ def run_in_subprocess(cfg: Config, mem_limit: int, timeout: int, log_path: Path)
 
 def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="the target configuration (checkpointing off and on), "
+    parser.add_argument("--quick", action="store_true", help="the target configuration (checkpointing off and on, "
+                        "fastft's selective too), "
                         "bf16 and sequence lengths 256/1024/4096 for fastft and hf-peft-trl; see bench/plan.py")
     parser.add_argument("--check", action="store_true",
                         help="exit 1 when fastft misses a target of bench/targets.py against hf-peft-trl in this run")
@@ -56,8 +57,9 @@ def parse_args(argv):
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--timed", type=int, default=3)
     parser.add_argument("--gradient-checkpointing", nargs="?", const="on", default="off", choices=plan.CHECKPOINTING,
-                        help="off (default), on (alone: on) or both, for every system and point (not with --quick: "
-                             "it measures both at the target)")
+                        help="off (default), on (alone: on), selective (fastft only; other systems' rows say they "
+                             "have none), both (off, on) or all (off, selective, on), for every system and point "
+                             "(not with --quick: it measures off and on, and fastft's selective, at the target)")
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                         help="override a Config field in every configuration, e.g. --set model=PATH --set seq_len=128")
     parser.add_argument("--mem-limit-gb", type=float, default=machine.total_memory_bytes() * 0.85 / 1024**3,
@@ -113,7 +115,7 @@ def describe(cfg: Config, row: dict) -> str:
         result = f"{row['tokens_per_s']:.1f} tokens/s, grad norm {row['grad_norm']:.3g}"
         result += f", FAILED: {row['failed_reason']}" if row["failed_reason"] else ""
     return (f"{cfg.system} {cfg.model} seq {cfg.seq_len} batch {cfg.batch} {cfg.quant} {cfg.compute_dtype} "
-            f"grad. ckpt {'on' if cfg.gradient_checkpointing else 'off'} masked {cfg.mask:.2f}: {result}")
+            f"grad. ckpt {checkpointing_label(cfg.gradient_checkpointing)} masked {cfg.mask:.2f}: {result}")
 
 
 def run_meta(peak_before: dict, peak_after: dict, command: str, mode: str) -> dict:

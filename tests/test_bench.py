@@ -11,9 +11,10 @@ import sys
 
 import pytest
 
-from bench import targets
+from bench import plan, targets
 from bench.config import OPTIM, REPO, SYSTEMS, Config
 from bench.outputs import write_outputs
+from bench.report import checkpointing_lines
 from bench.run_one import FIELDS, run_config
 from bench.throughput import run_meta
 from tests.factories import tiny_llama_checkpoint
@@ -25,8 +26,13 @@ PEAK = {"float32": 1e11}  # FLOP/s; any positive number will do for checking tha
 
 
 @pytest.fixture(scope="module")
-def rows(tmp_path_factory):
-    folder = tiny_llama_checkpoint(tmp_path_factory.mktemp("bench_llama"))
+def bench_llama(tmp_path_factory):
+    return tiny_llama_checkpoint(tmp_path_factory.mktemp("bench_llama"))
+
+
+@pytest.fixture(scope="module")
+def rows(tmp_path_factory, bench_llama):
+    folder = bench_llama
     # fastft last: its kernel patches are per model instance, but in one process nothing is left to chance.
     order = [s for s in SYSTEMS if s != "fastft"] + ["fastft"]
     configs = [Config(system=s, model=str(folder), seq_len=64, batch=2, warmup=0, timed=1) for s in order]
@@ -58,6 +64,43 @@ def test_systems_train_the_same_thing(rows):
         assert row["first_loss"] == pytest.approx(reference["first_loss"], rel=1e-5)  # before any update
         assert row["final_loss"] == pytest.approx(reference["final_loss"], rel=1e-4)  # after one step
         assert row["grad_norm"] == pytest.approx(reference["grad_norm"], rel=1e-4)  # the step's gradients
+
+
+def test_selective_checkpointing_row_trains_what_the_plain_fastft_row_trains(rows, bench_llama):
+    """fastft's selective checkpointing recomputes gate and up: the same losses and gradient norm as without it;
+    a system without such a mode gets a skipped row saying so, before any data is prepared."""
+    plain = rows[0]["fastft"]
+    row = run_config(Config(system="fastft", model=str(bench_llama), seq_len=64, batch=2, warmup=0, timed=1,
+                            gradient_checkpointing="selective"))
+    assert row["skipped_reason"] is None and row["gradient_checkpointing"] == "selective"
+    assert row["settings"] == plain["settings"].replace("gradient checkpointing off", "gradient checkpointing selective")
+    assert "selective checkpointing: lora_mlp recomputes gate and up in backward in 2 MLP blocks" in row["kernels"]
+    assert (row["first_loss"], row["final_loss"], row["grad_norm"]) == (
+        plain["first_loss"], plain["final_loss"], plain["grad_norm"])
+    skipped = run_config(Config(system="hf-peft-trl", model="no-such-model", gradient_checkpointing="selective"))
+    assert skipped["skipped_reason"].startswith("hf-peft-trl has no selective checkpointing")
+
+
+def test_quick_measures_fastft_off_selective_on_beside_hf_peft_trl_off_on():
+    at_target = {}
+    for cfg in plan.quick():
+        if cfg.seq_len == 1024 and cfg.batch == 2 and cfg.dtype is None:
+            at_target.setdefault(cfg.system, []).append(cfg.gradient_checkpointing)
+    assert at_target["fastft"] == [False, True, "selective"]
+    assert at_target["hf-peft-trl"] == at_target["fastft-nokernels"] == [False, True]
+
+
+def test_report_puts_the_three_checkpointing_settings_side_by_side():
+    rows = _target_rows()
+    rows.append({**rows[0], "gradient_checkpointing": "selective", "tokens_per_s": 380.0, "peak_mem_bytes": 3.0e9})
+    lines = checkpointing_lines(rows)
+    assert lines[2:] == [
+        "| fastft | off | 400.0 | 3.26 | 1.00x | 1.000x |",
+        "| fastft | selective | 380.0 | 2.79 | 0.95x | 0.857x |",
+        "| fastft | on | 400.0 | 3.73 | 1.00x | 1.143x |",
+        "| hf-peft-trl | off | 100.0 | 7.45 | 1.00x | 1.000x |",
+        "| hf-peft-trl | on | 100.0 | 7.45 | 1.00x | 1.000x |",
+    ]
 
 
 def test_a_system_that_trains_nothing_is_failed(tmp_path, monkeypatch):

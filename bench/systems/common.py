@@ -49,7 +49,7 @@ class TrainerRun:
         lr, decay = _values(g["lr"] for g in groups), _values(g["weight_decay"] for g in groups)
         lora = model.peft_config["default"]
         targets = ",".join(sorted(lora.target_modules))
-        checkpointing = "on" if _checkpointing(model) else "off"
+        checkpointing = "on" if _checkpointing(model) else "selective" if _recomputing(model) else "off"
         return (f"{type(optimizer).__name__}(lr={lr}, betas={tuple(groups[0]['betas'])}, eps={groups[0]['eps']:g}, "
                 f"weight_decay={decay}); LoRA r={lora.r} alpha={lora.lora_alpha:g} dropout={lora.lora_dropout:g} "
                 f"on {targets}; gradient checkpointing {checkpointing}")
@@ -77,6 +77,13 @@ def _checkpointing(model) -> bool:
         if hasattr(model, name):
             return bool(getattr(model, name))
     return False
+
+
+def _recomputing(model) -> bool:
+    """fastft's selective checkpointing: patched MLP blocks that recompute gate and up."""
+    from fastft.patching.mlp import recomputing_blocks
+
+    return recomputing_blocks(model) > 0
 
 
 def checkpointing_arg(config_cls, on: bool) -> dict:
