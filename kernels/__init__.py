@@ -6,6 +6,7 @@ FASTFT_KERNEL_BACKEND=triton (FASTFT_KERNEL_BACKEND=torch forces PyTorch everywh
 """
 from .activations import geglu, swiglu
 from .cross_entropy import cross_entropy
+from .embedding import embedding
 from .linear_cross_entropy import linear_cross_entropy
 from .lora import lora_linear, lora_mlp
 from .rms_norm import rms_norm
@@ -14,6 +15,7 @@ from .rope import apply_rope
 __all__ = [
     "apply_rope",
     "cross_entropy",
+    "embedding",
     "geglu",
     "linear_cross_entropy",
     "lora_linear",
