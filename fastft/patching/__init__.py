@@ -19,6 +19,7 @@ from .norms import patch_norms
 from .report import KINDS, PatchReport
 from .rope import patch_rope
 from .self_check import check_before_patching
+from .trained_tokens import patch_trained_tokens
 
 __all__ = ["apply_kernels", "PatchReport"]
 
@@ -48,6 +49,7 @@ def apply_kernels(model, kernels_cfg=None, dtype=None, check_backend=None, check
         report.notes.append("loss: linear_cross_entropy on labelled positions only (training.loss.prompt_masked_loss)")
     if on["lora"]:  # lora_linear is layer-local: valid for any architecture
         patch_lora(model, report)
+        patch_trained_tokens(model, report)  # lora.train_tokens' embedding rows, layer-local too
     selective = checkpointing == SELECTIVE
     if family is None:
         report.notes.append(
