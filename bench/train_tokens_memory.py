@@ -1,13 +1,14 @@
 """Peak extra memory of one training step with lora.train_tokens: the trained rows as linear_cross_entropy's row
-override against PEFT's wrapped LM head, and a run without trained tokens.
+override and fastft.kernels.embedding's, against PEFT's wrapped LM head and embedding, and a run without them.
 
     python bench/train_tokens_memory.py [--layers 1] [--seq 1024] [--batch 2]
 
 A Gemma 3 270M-shaped model (its config: tied 262,144 x 640 head) with `--layers` decoder layers, random weights,
-LoRA r=16 on the seven projections, fastft's kernels, trainable tokens on <end_of_turn> (id 106), and 10% of the
-positions labelled (the benchmark's summarization rows are ~90% prompt). One forward + backward of fastft's
-prompt-masked loss; bench.memtrack counts every tensor allocated in it that is alive at once (deterministic: not
-RSS, which the allocator and BLAS pad). Writes train-tokens-memory.md and .json under bench/results/<device>-<date>/.
+LoRA r=16 on the seven projections, fastft's kernels, trainable tokens on <end_of_turn> (id 106, read and a
+target), 10% of the positions labelled (the benchmark's summarization rows are ~90% prompt). One forward +
+backward of fastft's prompt-masked loss; bench.memtrack counts every tensor allocated in it that is alive at once
+(deterministic: not RSS, which the allocator and BLAS pad). Writes train-tokens-memory.md and .json under
+bench/results/<device>-<date>/.
 """
 import argparse
 import json
@@ -25,14 +26,16 @@ from bench.memtrack import peak_extra_bytes  # noqa: E402
 
 END_OF_TURN = 106  # Gemma 3's <end_of_turn>, the default recipe's lora.train_tokens
 LABELLED = 0.1
+# name -> (trained tokens?, LM head, input embedding)
 VARIANTS = {
-    "no trained tokens": "plain head",
-    "train_tokens, row override (fastft now)": "override",
-    "train_tokens, PEFT's wrapped head (before)": "wrapped",
+    "no trained tokens": (False, "plain", "plain"),
+    "train_tokens, row override in head and embedding (fastft now)": (True, "override", "override"),
+    "train_tokens, row override in head, PEFT's embedding (before)": (True, "override", "peft"),
+    "train_tokens, PEFT's wrapped head and embedding (before that)": (True, "peft", "peft"),
 }
 
 
-def build(layers: int, trained: bool):
+def build(layers: int, trained: bool, peft_embedding: bool):
     from peft import get_peft_model
     from transformers import Gemma3ForCausalLM
 
@@ -44,6 +47,10 @@ def build(layers: int, trained: bool):
     extra = {"trainable_token_indices": {"embed_tokens": [END_OF_TURN]}} if trained else {}
     model = get_peft_model(model, lora_config(**extra))
     apply_kernels(model)
+    if peft_embedding:  # PEFT's own forward: a merged copy of the whole table per step, as fastft ran before
+        for module in model.modules():
+            if type(module).__name__ == "TrainableTokensLayer":
+                vars(module).pop("forward", None)
     add_masked_loss_forward(model)
     return model.train()
 
@@ -51,19 +58,20 @@ def build(layers: int, trained: bool):
 def batch(n_vocab: int, batch_size: int, seq: int) -> dict:
     gen = torch.Generator().manual_seed(1)
     ids = torch.randint(0, n_vocab, (batch_size, seq), generator=gen)
+    ids[:, -8::2] = END_OF_TURN  # the trained row is read and a target, as <end_of_turn> closes every answer
     labels = ids.clone()
     labels[:, : seq - int(seq * LABELLED)] = -100
-    labels[:, -8::2] = END_OF_TURN  # the trained row is a target, as <end_of_turn> closes every answer
     return {"input_ids": ids, "labels": labels, "attention_mask": torch.ones_like(ids)}
 
 
-def measure(variant: str, layers: int, batch_size: int, seq: int) -> dict:
+def measure(variant: tuple, layers: int, batch_size: int, seq: int) -> dict:
     from fastft.patching import loss
 
-    model = build(layers, trained=variant != "plain head")
+    trained, head, embedding = variant
+    model = build(layers, trained, peft_embedding=embedding == "peft")
     inputs = batch(model.config.vocab_size, batch_size, seq)
     real = loss.head_weights
-    if variant == "wrapped":  # the loss runs the wrapped head's own forward, as fastft did before the row override
+    if head == "peft":  # the loss runs the wrapped head's own forward, as fastft did before the row override
         loss.head_weights = lambda head: (None, None) if type(head) is not torch.nn.Linear else real(head)
     try:
         peak = peak_extra_bytes(lambda: model(**inputs, masked_loss=True).backward(), "cpu")
