@@ -11,7 +11,7 @@ from fastft.data.encode import IGNORE_INDEX
 from fastft.data.pipeline import build_encoder, build_splits
 from fastft.errors import FastftError
 from fastft.evaluation.chat import open_conversation
-from fastft.evaluation.generate import generate_texts, generation_prompts, load_for_inference
+from fastft.evaluation.generate import generate_texts, generation_prompts, length_batches, load_for_inference
 from fastft.evaluation.predict import read_examples
 from fastft.runtime.outputs import RECIPE_FILE, recipe_yaml
 from tests.factories import SAMPLE_DEV, recipe_for
@@ -79,16 +79,32 @@ def test_batched_left_padded_generation_equals_one_prompt_at_a_time(run):
     recipe = load_recipe(run[0], WHOLE_PROMPTS)
     model, tokenizer = load_for_inference(recipe, run[1], quiet)
     encoder = build_encoder(recipe.dataset, tokenizer)
-    rows = read_examples(recipe.dataset, str(SAMPLE_DEV), "dataset.eval", None, 5)
+    rows = read_examples(recipe.dataset, str(SAMPLE_DEV), "dataset.eval", None, 8)
     prompts = generation_prompts(encoder, rows)
-    assert len({len(p) for p in prompts[:3]}) == 3  # the first batch of 3 really is padded
+    lengths = [len(p) for p in prompts]
+    assert lengths != sorted(lengths, reverse=True)  # batching by length reorders these prompts
+    batches = length_batches(prompts, recipe.generation.batch_size)
+    assert len({lengths[i] for i in batches[0]}) == 3  # the first batch of 3 really is padded
     batched = generate_texts(model, tokenizer, encoder, rows, recipe.generation)
+    # Texts left in batch order would differ from the input order's, so the per-prompt check below would fail.
+    assert [batched[i] for batch in batches for i in batch] != batched
     stop = [tokenizer.convert_tokens_to_ids("<|eot_id|>"), tokenizer.eos_token_id]
     for prompt, text in zip(prompts, batched, strict=True):
         with torch.no_grad():
             out = model.generate(input_ids=torch.tensor([prompt]), max_new_tokens=6, do_sample=False, eos_token_id=stop,
                                  pad_token_id=tokenizer.pad_token_id)
         assert text == tokenizer.decode(out[0, len(prompt):], skip_special_tokens=True).strip()
+
+
+@pytest.mark.parametrize("lengths, size", [([3, 7, 5, 7, 1, 5], 4), ([2, 2, 2], 2), ([4], 8), ([1, 9, 3], 1)])
+def test_length_batches_cover_every_prompt_once_longest_first(lengths, size):
+    prompts = [[0] * n for n in lengths]
+    batches = length_batches(prompts, size)
+    order = [i for batch in batches for i in batch]
+    assert sorted(order) == list(range(len(lengths)))
+    assert all(len(batch) == size for batch in batches[:-1]) and 0 < len(batches[-1]) <= size
+    for a, b in zip(order, order[1:]):  # longest first; equal lengths keep their input order
+        assert lengths[a] > lengths[b] or (lengths[a] == lengths[b] and a < b)
 
 
 def test_generate_writes_predictions_with_and_without_answers(run, tmp_path):

@@ -44,14 +44,21 @@ def generation_prompts(encoder, examples) -> list[list[int]]:
     return prompts
 
 
+def length_batches(prompts: list[list[int]], size: int) -> list[list[int]]:
+    """Indices of `prompts` in batches of `size`, longest first: prompts of similar length share a batch, so little
+    padding is computed, and the batch that needs the most memory runs first."""
+    order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
+    return [order[start:start + size] for start in range(0, len(order), size)]
+
+
 def generate_texts(model, tokenizer, encoder, examples, gen_cfg, progress_bar=None) -> list[str]:
-    """One completion per example, stopped at the template's end-of-turn token."""
+    """One completion per example, in the examples' order, stopped at the template's end-of-turn token."""
     stop = [tokenizer.convert_tokens_to_ids(encoder.renderer.end_token), tokenizer.eos_token_id]
     prompts = generation_prompts(encoder, examples)
-    starts = range(0, len(prompts), gen_cfg.batch_size)
-    outputs = []
-    for start in progress_bar(starts, desc="Generating") if progress_bar else starts:
-        ids, mask = _left_pad(prompts[start:start + gen_cfg.batch_size], tokenizer.pad_token_id)
+    batches = length_batches(prompts, gen_cfg.batch_size)
+    outputs = [""] * len(prompts)
+    for batch in progress_bar(batches, desc="Generating") if progress_bar else batches:
+        ids, mask = _left_pad([prompts[i] for i in batch], tokenizer.pad_token_id)
         sample = gen_cfg.temperature > 0
         with torch.no_grad():
             out = model.generate(
@@ -61,5 +68,6 @@ def generate_texts(model, tokenizer, encoder, examples, gen_cfg, progress_bar=No
                 num_beams=gen_cfg.num_beams,
                 eos_token_id=[t for t in stop if t is not None], pad_token_id=tokenizer.pad_token_id,
             )
-        outputs.extend(tokenizer.decode(row[ids.shape[1]:], skip_special_tokens=True).strip() for row in out)
+        for i, row in zip(batch, out, strict=True):
+            outputs[i] = tokenizer.decode(row[ids.shape[1]:], skip_special_tokens=True).strip()
     return outputs
