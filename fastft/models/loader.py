@@ -5,6 +5,7 @@ from pathlib import Path
 import torch
 
 from ..errors import FastftError
+from ..runtime import cpu
 from ..runtime.distributed import local_rank
 from .embedded import is_embedded, resolve_embedded
 
@@ -32,11 +33,22 @@ def torch_dtype(name: str) -> torch.dtype:
 
 
 def resolve_dtype(name: str) -> torch.dtype:
+    return dtype_choice(name)[0]
+
+
+def dtype_choice(name: str) -> tuple[torch.dtype, str]:
+    """(the dtype model.dtype `name` loads and computes in, why, in a few words for the start-up summary)."""
     if name != "auto":
-        return torch_dtype(name)
-    if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
-        return torch.bfloat16
-    return torch.float32  # CPU matmuls are fastest and exact in fp32
+        return torch_dtype(name), "set in the recipe"
+    if torch.cuda.is_available():
+        if torch.cuda.is_bf16_supported():
+            return torch.bfloat16, "auto: the GPU has bf16"
+        return torch.float32, "auto: the GPU lacks bf16"
+    native = cpu.native_bf16()
+    if native:  # bf16 weights and matmuls, LoRA weights and optimizer state stay fp32 (PEFT keeps adapters fp32)
+        return torch.bfloat16, f"auto: this CPU multiplies bf16 natively ({native})"
+    # emulated bf16 matmuls are far slower than fp32 ones (runtime/cpu.py)
+    return torch.float32, "auto: this CPU has no native bf16 (AVX512-BF16 or AMX)"
 
 
 def resolve_source(name: str, notify=print) -> str:
