@@ -5,6 +5,7 @@ import torch
 
 from ..config.optional import optional_summary
 from ..data.stats import named_splits, split_stats
+from ..models.loader import dtype_choice
 
 TASK_METRICS = ("zero_shot", "fine_tuned")  # metrics.json's task scores before and after training
 
@@ -30,7 +31,8 @@ def model_summary(log, recipe, loaded, optimizer: str, args) -> None:
     log(f"  backend    {loaded.backend}, attention {recipe.model.attn_implementation}")
     for line in loaded.kernels.lines():
         log(f"  kernels    {line}")
-    log(f"  device     {loaded.device}, dtype {str(loaded.dtype).replace('torch.', '')}, optimizer {optimizer}, gradient checkpointing {'selective' if t.gradient_checkpointing == 'selective' else 'on' if args.gradient_checkpointing else 'off'}")
+    dtype = f"{str(loaded.dtype).replace('torch.', '')} ({dtype_choice(recipe.model.dtype)[1]})"
+    log(f"  device     {loaded.device}, dtype {dtype}, optimizer {optimizer}, gradient checkpointing {'selective' if t.gradient_checkpointing == 'selective' else 'on' if args.gradient_checkpointing else 'off'}")
     log(f"  optional   {optional_summary(recipe)}")
     log(f"  versions   {versions()}")
 
