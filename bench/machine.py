@@ -1,5 +1,6 @@
 """What this run measured on: device name, CPU, memory, library versions, and the matmul peak."""
 import datetime
+import functools
 import os
 import platform
 import re
@@ -77,12 +78,37 @@ def busy_warning(load: float, peak_before: dict | None = None, peak_after: dict 
 
 
 def measure_peak(dtypes) -> dict[str, float]:
-    """FLOP/s of the best matmul in each dtype the run's rows use (each row's MFU divides by its own dtype's)."""
+    """FLOP/s of the best matmul in each dtype the run's rows use (each row's MFU divides by its own dtype's); none
+    for an emulated dtype, whose rows are skipped (a 2048^3 emulated bf16 matmul alone takes minutes)."""
     import torch
 
     from .measure import matmul_peak_flops
 
-    return {name: matmul_peak_flops(device(), getattr(torch, name)) for name in dtypes}
+    return {name: matmul_peak_flops(device(), getattr(torch, name)) for name in dtypes if not _emulated(name)}
+
+
+def dtype_unavailable(dtype: str) -> str | None:
+    """Why rows in this dtype are not measured on this machine, or None: bf16 on a CPU without native bf16 matmuls,
+    with the speed of a small bf16 matmul against fp32 measured here."""
+    return _emulated_bf16_speed() if _emulated(dtype) else None
+
+
+def _emulated(dtype: str) -> bool:
+    from fastft.runtime.cpu import native_bf16
+
+    return dtype == "bfloat16" and device() == "cpu" and native_bf16() is None
+
+
+@functools.lru_cache(maxsize=None)
+def _emulated_bf16_speed(n: int = 512) -> str:
+    import torch
+
+    from .measure import matmul_peak_flops
+
+    fp32, bf16 = (matmul_peak_flops("cpu", dtype, n, repeats=3) for dtype in (torch.float32, torch.bfloat16))
+    speed = f"{fp32 / bf16:.0f}x slower" if fp32 >= bf16 else f"{bf16 / fp32:.1f}x faster"
+    return (f"this CPU has no native bf16 matmul (no AVX512-BF16 or AMX): a {n}^3 bf16 matmul ran {speed} than fp32 "
+            f"({bf16 / 1e9:.3g} against {fp32 / 1e9:.3g} GFLOP/s), so model.dtype auto means fp32 on it")
 
 
 def peak_what() -> str:
