@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .config import LORA, Config, device, selective_unavailable
+from .machine import dtype_unavailable
 
 ROW_PREFIX = "BENCH_ROW "
 FIELDS = ("system", "workload", "model", "seq_len", "batch", "quant", "device", "dtype", "gradient_checkpointing",
@@ -66,7 +67,7 @@ def run_config(cfg: Config) -> dict:
     from .targets import failure
 
     row, system = base_row(cfg), systems.system(cfg.system)
-    reason = selective_unavailable(cfg) or system.unavailable(cfg)
+    reason = selective_unavailable(cfg) or dtype_unavailable(cfg.compute_dtype) or system.unavailable(cfg)
     if reason:
         return {**row, "skipped_reason": reason}
     data = prepare(cfg)
