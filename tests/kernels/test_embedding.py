@@ -29,8 +29,8 @@ def _compare(ids, weight, rows, padding_idx, dtype, token_ids=IDS):
     def ours(weight, rows):
         return embedding(ids, weight, row_override=(token_ids, rows), padding_idx=padding_idx)
 
-    def merged(weight, rows):
-        return F.embedding(ids, weight.index_copy(0, torch.as_tensor(token_ids), rows.to(weight)), padding_idx)  # as PEFT
+    def merged(weight, rows):  # PEFT's trainable tokens: rows in the table's dtype, copied into the whole table
+        return F.embedding(ids, weight.index_copy(0, torch.as_tensor(token_ids), rows.to(weight)), padding_idx)
 
     inputs = [weight, rows]
     names = ["out"] + [name for name, t in zip(["weight", "rows"], inputs) if t.requires_grad]
