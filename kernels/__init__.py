@@ -1,4 +1,5 @@
-"""fastft.kernels: Triton kernels for LoRA fine-tuning, each with a PyTorch implementation of the same algorithm.
+"""fastft.kernels: Triton kernels for LoRA fine-tuning, each with a PyTorch implementation of the same algorithm
+(`embedding`, a gather with trained rows spliced in, has only the PyTorch one).
 
 Importable with only torch and triton installed; nothing here imports fastft.
 CUDA tensors run Triton; CPU tensors run the PyTorch path unless TRITON_INTERPRET=1 or

@@ -12,8 +12,8 @@ from fastft.kernels.rms_norm import rms_norm
 from fastft.kernels.rope import apply_rope
 
 KERNELS_DIR = pathlib.Path(__file__).resolve().parents[2] / "kernels"
-PUBLIC = ["apply_rope", "cross_entropy", "geglu", "linear_cross_entropy", "lora_linear", "lora_mlp", "rms_norm",
-          "swiglu"]
+PUBLIC = ["apply_rope", "cross_entropy", "embedding", "geglu", "linear_cross_entropy", "lora_linear", "lora_mlp",
+          "rms_norm", "swiglu"]
 
 
 def _python(code: str) -> subprocess.CompletedProcess:
