@@ -131,7 +131,7 @@ class GenerationSection(Section):
     repetition_penalty: float = Field(1.0, gt=0, description="penalty on tokens already generated; 1: none")
     no_repeat_ngram_size: NonNegativeInt = Field(0, description="no n-gram of this many tokens is generated twice in one answer; 0: no limit")
     num_beams: PositiveInt = Field(1, description="beam-search width; 1: no beam search")
-    batch_size: PositiveInt = Field(8, description="prompts generated together")
+    batch_size: PositiveInt = Field(16, description="prompts generated together (batched by length, longest first)")
 
 
 class OutputSection(Section):
