@@ -1,7 +1,7 @@
 """model.dtype: bfloat16 on the CPU, through the build `fastft run` uses (training/build.py): base weights in bf16,
 LoRA weights and AdamW state in fp32 (PEFT keeps adapters fp32), fastft's kernels patched and their matmuls in bf16;
-20 steps of a tiny Llama and a tiny Gemma 3 end within 1e-2 of the same 20 steps in fp32. And `auto`: bf16 only on a
-CPU that multiplies bf16 natively (fastft.runtime.cpu), said in the start-up summary.
+20 steps of a tiny Llama and a tiny Gemma 3 end within 1e-2 of the same 20 steps in fp32. And `auto`: fp32 on every
+CPU, naming a native bf16 (fastft.runtime.cpu) in the start-up summary so the user can choose it.
 
 On a CPU without native bf16 (this project's AVX2 machines) torch emulates the bf16 matmuls, so the bf16 runs here
 prove the numbers, not the speed (bench/ measures speed, and skips bf16 rows on such CPUs).
@@ -136,11 +136,12 @@ def test_kernels_patched_and_computing_in_bf16(family, models, tmp_path):
 
 
 @no_gpu
-@pytest.mark.parametrize("native, dtype", [(None, torch.float32), ("AVX512-BF16", torch.bfloat16),
-                                           ("AMX", torch.bfloat16)])
-def test_auto_picks_bf16_only_where_the_cpu_multiplies_it_natively(native, dtype, monkeypatch):
+@pytest.mark.parametrize("native", [None, "AVX512-BF16", "AMX"])
+def test_auto_keeps_fp32_on_every_cpu(native, monkeypatch):
+    # bf16 is not yet shown faster at an equal loss on a real model: one step of Gemma 3 270M lowered the loss 5.96 ->
+    # 4.58 in bf16 against 5.94 -> 4.08 in fp32 (transformers+PEFT bf16 likewise, 4.55), so auto does not pick it
     monkeypatch.setattr(cpu, "native_bf16", lambda: native)
-    assert dtype_choice("auto")[0] == dtype
+    assert dtype_choice("auto")[0] == torch.float32
     assert dtype_choice("bfloat16") == (torch.bfloat16, "set in the recipe")
     assert dtype_choice("float32") == (torch.float32, "set in the recipe")
 
@@ -162,8 +163,9 @@ def test_native_bf16_agrees_with_torch_on_this_cpu():
 
 @no_gpu
 @pytest.mark.parametrize("native, line", [
-    ("AVX512-BF16", "dtype bfloat16 (auto: this CPU multiplies bf16 natively (AVX512-BF16))"),
-    (None, "dtype float32 (auto: this CPU has no native bf16 (AVX512-BF16 or AMX))")])
+    ("AVX512-BF16", "dtype float32 (auto: fp32 on the CPU; it multiplies bf16 natively (AVX512-BF16): "
+                    "model.dtype: bfloat16 to try it)"),
+    (None, "dtype float32 (auto: fp32 on the CPU, which has no native bf16 (AVX512-BF16 or AMX))")])
 def test_start_up_summary_says_what_auto_chose_and_why(native, line, models, tmp_path, monkeypatch):
     monkeypatch.setattr(cpu, "native_bf16", lambda: native)
     recipe, trainer, loaded = build(models["llama"], tmp_path, "auto")
