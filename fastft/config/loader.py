@@ -207,7 +207,8 @@ def _describe(err: dict, sources: dict, top_file: str) -> str:
     elif err["type"] == "missing":
         message = "required key is missing"
     else:
-        message = f"{err['msg']} (got {_clipped(repr(err.get('input')))})"
+        # a validator's ValueError arrives as "Value error, <its text>": the text alone is the message
+        message = f"{err['msg'].removeprefix('Value error, ')} (got {_clipped(repr(err.get('input')))})"
     return f"{source}: {dotted}: {message}"
 
 
