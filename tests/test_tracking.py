@@ -115,7 +115,11 @@ def test_wandb_offline_run_holds_the_metrics_recipe_and_report(tmp_path, base, c
 
     wandb.teardown()  # the service process writes the run file: ended, it has written all of it
     config, summary, history = wandb_offline_records(next(offline.glob("run-*.wandb")))
-    assert {k: summary[k] for k in metrics} == metrics
+    # W&B's summary takes one level of names: metrics.json's sections (phases_s, task scores) arrive as "section.key"
+    expected = {}
+    for key, value in metrics.items():
+        expected.update({f"{key}.{k}": v for k, v in value.items()} if isinstance(value, dict) else {key: value})
+    assert {k: summary[k] for k in expected} == expected
     assert config["recipe"] == yaml.safe_load((run_dir / "resolved_recipe.yaml").read_text(encoding="utf-8"))
     # Trainer's steps, through transformers' WandbCallback, in the same run.
     assert [h["train/global_step"] for h in history if "train/loss" in h] == [1, 2]
