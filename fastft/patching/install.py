@@ -40,3 +40,17 @@ def install(module, fn, **bound) -> None:
 def plain_forward(module, *args, **kwargs):
     """The class's own forward: the plain path a patched module falls back to."""
     return type(module).forward(module, *args, **kwargs)
+
+
+def one_active_adapter(layer, adapters, merged: str, active_what: str) -> tuple[str | None, str | None]:
+    """(the one active adapter of a PEFT layer among `adapters`, None) or (None, why the layer's own forward must run):
+    what can change after patching, in the state every PEFT tuner layer keeps (merged, disabled, which are active).
+    `merged` says what merging means for this layer; `active_what` names its adapters in the count's message."""
+    if layer.merged:
+        return None, merged
+    if layer.disable_adapters:
+        return None, "adapters are disabled"
+    active = [name for name in layer.active_adapters if name in adapters]
+    if len(active) != 1:
+        return None, f"{len(active)} active {active_what}"
+    return active[0], None

@@ -9,7 +9,7 @@ import sys
 from torch import nn
 
 from ..kernels import lora_linear
-from .install import foreign_patch, install, ours, plain_forward
+from .install import foreign_patch, install, one_active_adapter, ours, plain_forward
 
 
 @functools.lru_cache(maxsize=None)
@@ -53,14 +53,10 @@ def _type_reason(layer) -> str | None:
 
 def _state_reason(layer) -> tuple[str | None, str | None]:
     """(adapter, None) or (None, reason) from what can change after patching: merging, disabling, switching."""
-    if layer.merged:
-        return None, "the adapter is merged into the base weight"
-    if layer.disable_adapters:
-        return None, "adapters are disabled"
-    active = [name for name in layer.active_adapters if name in layer.lora_A]
-    if len(active) != 1:
-        return None, f"{len(active)} active adapters (the kernel computes exactly one)"
-    adapter = active[0]
+    adapter, reason = one_active_adapter(layer, layer.lora_A, "the adapter is merged into the base weight",
+                                         "adapters (the kernel computes exactly one)")
+    if reason:
+        return None, reason
     if adapter in layer.lora_variant:
         variant = type(layer.lora_variant[adapter]).__name__
         variant = "DoRA (use_dora=True)" if variant.startswith("Dora") else variant

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from ..kernels import embedding
-from .install import foreign_patch, install, ours, plain_forward
+from .install import foreign_patch, install, one_active_adapter, ours, plain_forward
 
 KIND = "train_tokens"
 
@@ -35,14 +35,8 @@ def trained_adapter(layer) -> tuple[str | None, str | None]:
     base = layer.get_base_layer()
     if base.max_norm is not None or base.scale_grad_by_freq or base.sparse:
         return None, "max_norm, scale_grad_by_freq or sparse is set on the embedding"
-    if layer.merged:
-        return None, "the trained rows are merged into the table"
-    if layer.disable_adapters:
-        return None, "adapters are disabled"
-    active = [name for name in layer.active_adapters if name in layer.token_indices]
-    if len(active) != 1:
-        return None, f"{len(active)} active token adapters (the kernel splices exactly one)"
-    return active[0], None
+    return one_active_adapter(layer, layer.token_indices, "the trained rows are merged into the table",
+                              "token adapters (the kernel splices exactly one)")
 
 
 @ours
