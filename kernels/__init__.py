@@ -6,6 +6,7 @@ CUDA tensors run Triton; CPU tensors run the PyTorch path unless TRITON_INTERPRE
 FASTFT_KERNEL_BACKEND=triton (FASTFT_KERNEL_BACKEND=torch forces PyTorch everywhere).
 """
 from .activations import geglu, swiglu
+from .attention import attention
 from .cross_entropy import cross_entropy
 from .embedding import embedding
 from .linear_cross_entropy import linear_cross_entropy
@@ -15,6 +16,7 @@ from .rope import apply_rope
 
 __all__ = [
     "apply_rope",
+    "attention",
     "cross_entropy",
     "embedding",
     "geglu",

@@ -1,0 +1,139 @@
+"""Attention on the CPU that computes only the key blocks a mask leaves open.
+
+attention(q, k, v, mask, is_causal, scale) equals torch's scaled_dot_product_attention with the same arguments
+(enable_gqa=True): torch's CPU flash kernel computes every query-key pair whatever the mask, but a causal or
+sliding-window mask closes most of them. Here the queries run in blocks of `block` rows, and each block calls the
+same CPU flash op only on the key range between the first and the last key any of its rows may see; keys outside
+that range are masked for every row of the block, so they add exp(-inf) = 0 to the softmax and leave the result
+unchanged. A block none of whose rows sees any key keeps the full key range, so fully masked rows come out as sdpa's.
+
+The output is one buffer laid out [B, L, H, D] and returned as its [B, H, L, D] view, so the usual
+.transpose(1, 2).contiguous() before the output projection copies nothing and that projection's saved input
+shares this function's saved output. k and v with fewer heads than q (grouped-query attention) are saved at their
+own size. Saved for backward: q, k, v, the output, the logsumexp and the caller's mask (sdpa saves a float copy of
+a bool mask). The mask is not differentiated. CPU only; no dropout.
+"""
+import torch
+
+_FORWARD = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
+_BACKWARD = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward
+BLOCK = 128
+
+
+def _open_keys(mask: torch.Tensor) -> torch.Tensor:
+    """[..., L, S] mask -> [L, S] bool: which keys some batch row or head may see from each query."""
+    keep = mask if mask.dtype == torch.bool else mask != float("-inf")
+    return keep.flatten(0, -3).any(0) if keep.dim() > 2 else keep
+
+
+def key_spans(keep: torch.Tensor, block: int) -> list[tuple[int, int, int, int]]:
+    """(r0, r1, k0, k1) per query block: rows r0:r1 need only keys k0:k1 (all keys when no row sees any)."""
+    rows, keys = keep.shape
+    seen = keep.any(1)
+    first = torch.where(seen, keep.byte().argmax(1), keys)
+    last = torch.where(seen, keys - 1 - keep.flip(1).byte().argmax(1), -1)
+    spans = []
+    for r0 in range(0, rows, block):
+        r1 = min(r0 + block, rows)
+        k0, k1 = int(first[r0:r1].min()), int(last[r0:r1].max()) + 1
+        spans.append((r0, r1, k0, k1) if k1 > k0 else (r0, r1, 0, keys))
+    return spans
+
+
+def _block_mask(piece: torch.Tensor, dtype) -> torch.Tensor | None:
+    """A block of the mask in the form the flash op takes: additive in q's dtype, 4-D; None when it changes nothing."""
+    if piece.dtype == torch.bool:
+        if piece.all():
+            return None
+        piece = torch.zeros(piece.shape, dtype=dtype).masked_fill_(~piece, float("-inf"))
+    elif not piece.any():
+        return None
+    return piece.reshape((1,) * (4 - piece.dim()) + piece.shape)
+
+
+def _heads(x: torch.Tensor, groups: int) -> torch.Tensor:
+    """[B, Hk, S, D] -> [B, Hk * groups, S, D], query head h reading kv head h // groups (a view when Hk is 1)."""
+    if groups == 1:
+        return x
+    b, hk, s, d = x.shape
+    return x[:, :, None].expand(b, hk, groups, s, d).reshape(b, hk * groups, s, d)
+
+
+def _blocks(mask, is_causal, spans, dtype):
+    """(r0, r1, k0, k1, the block's additive mask or None) per query block."""
+    for r0, r1, k0, k1 in spans:
+        if is_causal:
+            piece = torch.arange(r0, r1)[:, None] >= torch.arange(k0, k1)[None, :]
+        else:
+            piece = None if mask is None else mask[..., r0:r1, k0:k1]
+        yield r0, r1, k0, k1, None if piece is None else _block_mask(piece, dtype)
+
+
+class BlockAttention(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, q, k, v, mask, is_causal, scale, spans):
+        batch, heads, rows, _ = q.shape
+        groups = heads // k.shape[1]
+        out = q.new_empty(batch, rows, heads, v.shape[-1])
+        lse = None
+        for r0, r1, k0, k1, block_mask in _blocks(mask, is_causal, spans, q.dtype):
+            o, l = _FORWARD(q[:, :, r0:r1], _heads(k[:, :, k0:k1], groups), _heads(v[:, :, k0:k1], groups),
+                            attn_mask=block_mask, scale=scale)
+            if lse is None:  # the op's accumulation dtype
+                lse = torch.empty(batch, rows, heads, dtype=l.dtype)
+            out[:, r0:r1].copy_(o.transpose(1, 2))
+            lse[:, r0:r1].copy_(l.transpose(1, 2))
+        ctx.save_for_backward(q, k, v, out, lse, mask)
+        ctx.config = (is_causal, scale, spans)
+        return out.transpose(1, 2)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        q, k, v, out, lse, mask = ctx.saved_tensors
+        is_causal, scale, spans = ctx.config
+        batch, heads, rows, _ = q.shape
+        kv_heads, keys = k.shape[1], k.shape[2]
+        groups = heads // kv_heads
+        grad_q = q.new_empty(batch, rows, heads, q.shape[-1]).transpose(1, 2)
+        acc = torch.promote_types(k.dtype, torch.float32)  # blocks overlap in keys: sum them in fp32 at least
+        grad_k = torch.zeros(batch, kv_heads, keys, k.shape[-1], dtype=acc)
+        grad_v = torch.zeros(batch, kv_heads, keys, v.shape[-1], dtype=acc)
+        for r0, r1, k0, k1, block_mask in _blocks(mask, is_causal, spans, q.dtype):
+            gq, gk, gv = _BACKWARD(grad_out[:, :, r0:r1], q[:, :, r0:r1], _heads(k[:, :, k0:k1], groups),
+                                   _heads(v[:, :, k0:k1], groups), out[:, r0:r1].transpose(1, 2),
+                                   lse[:, r0:r1].transpose(1, 2), 0.0, False, attn_mask=block_mask, scale=scale)
+            grad_q[:, :, r0:r1].copy_(gq)
+            grad_k[:, :, k0:k1] += gk.unflatten(1, (kv_heads, groups)).sum(2)
+            grad_v[:, :, k0:k1] += gv.unflatten(1, (kv_heads, groups)).sum(2)
+        return grad_q, grad_k.to(k.dtype), grad_v.to(v.dtype), None, None, None, None
+
+
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None,
+              is_causal: bool = False, scale: float | None = None, block: int | None = None) -> torch.Tensor:
+    """scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal, scale=scale, enable_gqa=True)
+    on CPU tensors, skipping the key blocks the mask closes for a whole block of `block` query rows (default BLOCK).
+
+    q [B, H, L, D], k/v [B, Hk, S, D] with H a multiple of Hk; mask broadcastable to [B, H, L, S], bool (True:
+    attend) or additive in q's dtype; is_causal: row i sees keys 0..i (sdpa's top-left alignment), without a mask.
+    Returns [B, H, L, Dv], the [B, H, L, Dv] view of a [B, L, H, Dv] buffer.
+    """
+    if q.dim() != 4 or k.dim() != 4 or v.dim() != 4:
+        raise ValueError(f"attention: q, k, v must be [B, H, L, D], got {tuple(q.shape)}, {tuple(k.shape)}, "
+                         f"{tuple(v.shape)}")
+    if q.shape[1] % k.shape[1] or k.shape[:3] != v.shape[:3] or k.shape[0] != q.shape[0]:
+        raise ValueError(f"attention: q {tuple(q.shape)} and k/v {tuple(k.shape)}, {tuple(v.shape)} need the same "
+                         f"batch, k and v the same heads and length, and q's heads a multiple of k's")
+    if mask is not None and is_causal:
+        raise ValueError("attention: give a mask or is_causal=True, not both (as torch's sdpa)")
+    if mask is not None and mask.dtype != torch.bool and mask.dtype != q.dtype:
+        raise ValueError(f"attention: the mask must be bool or q's dtype {q.dtype}, got {mask.dtype}")
+    rows, keys = q.shape[2], k.shape[2]
+    block = block or BLOCK
+    if mask is not None:
+        mask = mask.expand(*mask.shape[:-2], rows, keys)  # a [.., 1, S] mask sliced by rows below
+        spans = key_spans(_open_keys(mask), block)
+    elif is_causal:
+        spans = [(r0, min(r0 + block, rows), 0, min(r0 + block, keys)) for r0 in range(0, rows, block)]
+    else:
+        spans = [(0, rows, 0, keys)]
+    return BlockAttention.apply(q, k, v, mask, is_causal, scale, spans)
