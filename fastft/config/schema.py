@@ -120,6 +120,9 @@ class KernelsSection(Section):
     rms_norm: bool = Field(True, description="fused RMSNorm")
     mlp: bool = Field(True, description="fused LoRA MLP block (gated activation)")
     loss: bool = Field(True, description="prompt-masked loss: the LM head and cross-entropy on labelled positions only")
+    frozen_bf16: bool = Field(
+        True, description="in a fp32 run, LoRA base weights that are bf16 values (a bf16 checkpoint) stored in bf16, "
+                          "computed in fp32: same results, half their memory")
 
 
 class GenerationSection(Section):

@@ -9,6 +9,7 @@ from ..models.loader import LoadedModel, add_lora, count_params, device_name, lo
 from ..models.unsloth_backend import load_with_unsloth
 from ..patching import apply_kernels
 from ..patching.checkpointing import check_selective, full_checkpointing
+from ..patching.frozen_storage import store_frozen_bf16
 from .args import sft_config
 from .trainer import FastftTrainer
 
@@ -38,6 +39,8 @@ def build_model(resolved, backend: str = "hf") -> LoadedModel:
         model = add_lora(model, recipe.lora, recipe.model.quantization == "nf4",
                          full_checkpointing(recipe.training.gradient_checkpointing), resolved.trained_token_ids)
     kernels = apply_kernels(model, recipe.kernels, dtype, checkpointing=recipe.training.gradient_checkpointing)
+    if recipe.kernels.frozen_bf16:
+        store_frozen_bf16(model, kernels, dtype)
     trainable, total = count_params(model)
     return LoadedModel(model, resolved.tokenizer, resolved.source, device_name(), dtype, trainable, total, backend, kernels)
 

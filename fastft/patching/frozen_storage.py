@@ -1,0 +1,85 @@
+"""Frozen LoRA base weights stored in bf16 where that loses nothing, still computed in fp32.
+
+A fp32 run of a bf16 checkpoint (Gemma 3 270M is one) holds every frozen weight as a fp32 copy of a bf16 value. The
+kernels behind lora_linear and lora_mlp upcast their frozen weight to the compute dtype in forward and again in
+backward, never keeping the copy, so a weight that equals its bf16 round trip can be stored in bf16 for half the
+bytes with bit-identical results. Checked per weight: a fp32 checkpoint's weights stay fp32.
+
+The other paths that multiply by such a weight keep computing in fp32: the base nn.Linear gets a forward that
+upcasts (PEFT's own forward calls it when adapters are disabled, merged or given extra arguments), and PEFT's merge
+first gives the layer its fp32 weight back, so a merged weight is the one a fp32 base would give.
+"""
+import types
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .install import install, is_ours, ours
+from .lora import kernel_adapter, lora_forward
+from .mlp import mlp_forward
+
+
+@ours
+def upcast_linear_forward(self, x):
+    """nn.Linear's forward over a weight stored in a narrower dtype than x."""
+    return F.linear(x, self.weight.to(x.dtype), self.bias)
+
+
+def merge_in_fp32(self, *args, **kwargs):
+    """PEFT's merge, into the fp32 weight: merging into bf16 storage would round the merged weight."""
+    weight = self.get_base_layer().weight
+    if weight.dtype == torch.bfloat16:
+        weight.data = weight.data.float()
+    return type(self).merge(self, *args, **kwargs)
+
+
+def _served_layers(model) -> list:
+    """The PEFT LoRA layers whose base weight fastft's lora_linear or lora_mlp reads, each once."""
+    layers = {}
+    for module in model.modules():
+        if not is_ours(module):
+            continue
+        patch = module.forward.__func__.func
+        if patch is lora_forward:
+            layers[id(module)] = module
+        elif patch is mlp_forward:  # its LoRA children are the gate, up and down projections
+            layers.update((id(child), child) for child in module.children())
+    return [layer for layer in layers.values() if kernel_adapter(layer)[0] is not None]
+
+
+def _storable(layer, uses: dict) -> bool:
+    """Whether the layer's base is a plain fp32 nn.Linear whose weight no other module holds (a tied head)."""
+    base = layer.get_base_layer()
+    weight = base.weight
+    return (type(base) is nn.Linear and "forward" not in base.__dict__ and weight.dtype == torch.float32
+            and uses[id(weight)] == 1)
+
+
+def store_frozen_bf16(model, report, dtype: torch.dtype) -> None:
+    """In a run computing in fp32 (`dtype`), store the bf16-exact base weights of the LoRA layers fastft's kernels
+    serve in bf16; one line in `report`'s notes."""
+    if dtype != torch.float32:
+        return
+    uses = {}
+    for _, param in model.named_parameters(remove_duplicate=False):
+        uses[id(param)] = uses.get(id(param), 0) + 1
+    stored = inexact = saved = 0
+    for layer in _served_layers(model):
+        if not _storable(layer, uses):
+            continue
+        base = layer.get_base_layer()
+        narrow = base.weight.detach().bfloat16()
+        if not torch.equal(narrow.float(), base.weight):
+            inexact += 1
+            continue
+        saved += base.weight.numel() * (base.weight.element_size() - narrow.element_size())
+        base.weight.data = narrow  # the fp32 storage is freed here: nothing else holds it
+        install(base, upcast_linear_forward)
+        layer.merge = types.MethodType(merge_in_fp32, layer)
+        stored += 1
+    if stored or inexact:
+        report.notes.append(
+            f"frozen_bf16: {stored} LoRA base weights kept in bf16 ({saved / 2**30:.3f} GiB less), exact: computed in "
+            f"fp32; {inexact} not bf16-exact stay fp32"
+        )

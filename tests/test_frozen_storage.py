@@ -1,0 +1,153 @@
+"""kernels.frozen_bf16: in a fp32 run, bf16-exact frozen LoRA base weights are stored in bf16 and computed in fp32.
+The reference is the same patched model keeping its fp32 weights: loss, LoRA gradients and the logits after an
+optimizer step equal it bit for bit (keeping gate and up or recomputing them), and so do PEFT's own paths
+(adapters disabled, merged, fastft's merged view). Weights that are not bf16 values stay fp32."""
+import pytest
+import torch
+
+from fastft.config.loader import load_recipe
+from fastft.models.merged_view import merged_view
+from fastft.patching import apply_kernels
+from fastft.patching.frozen_storage import store_frozen_bf16
+from fastft.patching.loss import prompt_masked_loss
+from tests.factories import fastft_trainer, recipe_for, tiny_llama_checkpoint
+from tests.test_patch_models import lora_grads, prompt_masked_batch, tiny_peft
+
+FAMILIES = ["llama", "gemma3"]
+
+
+def bf16_valued(model):
+    """Every parameter rounded to a bf16 value, kept in fp32: what a fp32 load of a bf16 checkpoint holds."""
+    with torch.no_grad():
+        for param in model.parameters():
+            param.copy_(param.bfloat16().float())
+    return model
+
+
+def base_weights(model) -> dict:
+    return {name: p for name, p in model.named_parameters() if name.endswith("base_layer.weight")}
+
+
+def pair(family, checkpointing=False, dropout=0.0):
+    """(patched fp32 model, the same model patched with bf16 storage, the latter's report)."""
+    models = [bf16_valued(tiny_peft(family, dropout=dropout)) for _ in range(2)]
+    reports = [apply_kernels(model, checkpointing=checkpointing) for model in models]
+    store_frozen_bf16(models[1], reports[1], torch.float32)
+    return models[0], models[1], reports[1]
+
+
+def step(model, batch):
+    """(loss, LoRA gradients, logits after one AdamW step), LoRA dropout seeded."""
+    torch.manual_seed(3)
+    loss = prompt_masked_loss(model, batch)
+    loss.backward()
+    grads = lora_grads(model)
+    torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2).step()
+    with torch.no_grad():
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    return loss.detach(), grads, logits
+
+
+def assert_equal_steps(reference, stored, batch):
+    ref_loss, ref_grads, ref_logits = step(reference, batch)
+    loss, grads, logits = step(stored, batch)
+    assert torch.equal(loss, ref_loss)
+    assert grads.keys() == ref_grads.keys()
+    for name, grad in grads.items():
+        assert torch.equal(grad, ref_grads[name]), name
+    assert torch.equal(logits, ref_logits)
+
+
+@pytest.mark.parametrize("checkpointing", [False, "selective"])
+@pytest.mark.parametrize("dropout", [0.0, 0.1], ids=["no-dropout", "dropout"])
+@pytest.mark.parametrize("family", FAMILIES)
+def test_bf16_storage_trains_bit_for_bit_as_fp32(family, dropout, checkpointing):
+    reference, stored, report = pair(family, checkpointing, dropout)
+    weights = base_weights(stored)
+    assert len(weights) == 14 and all(w.dtype == torch.bfloat16 and not w.requires_grad for w in weights.values())
+    assert all(isinstance(w, torch.nn.Parameter) for w in weights.values())
+    assert all(w.dtype == torch.float32 for w in base_weights(reference).values())
+    assert "frozen_bf16: 14 LoRA base weights kept in bf16" in report.lines()[-1]
+    assert_equal_steps(reference, stored, prompt_masked_batch())
+
+
+def test_a_weight_that_is_not_a_bf16_value_stays_fp32():
+    model = bf16_valued(tiny_peft("llama"))
+    name, odd = next(iter(base_weights(model).items()))
+    with torch.no_grad():
+        odd[0, 0] += 2.0 ** -20  # below bf16's resolution at these magnitudes
+    report = apply_kernels(model)
+    store_frozen_bf16(model, report, torch.float32)
+    assert {n: w.dtype for n, w in base_weights(model).items() if w.dtype == torch.float32} == {name: torch.float32}
+    assert report.notes[-1].endswith("; 1 not bf16-exact stay fp32")
+    assert "13 LoRA base weights kept in bf16" in report.notes[-1]
+
+
+def test_fp32_weights_and_non_fp32_runs_are_left_alone():
+    model = tiny_peft("gemma3")  # random fp32 weights: not bf16 values
+    report = apply_kernels(model)
+    store_frozen_bf16(model, report, torch.float32)
+    assert all(w.dtype == torch.float32 for w in base_weights(model).values())
+    assert report.notes[-1] == "frozen_bf16: 0 LoRA base weights kept in bf16 (0.000 GiB less), exact: computed in fp32; 14 not bf16-exact stay fp32"
+    model = bf16_valued(tiny_peft("gemma3"))
+    report = apply_kernels(model)
+    store_frozen_bf16(model, report, torch.bfloat16)  # a bf16 run: its own dtype decides
+    assert all(w.dtype == torch.float32 for w in base_weights(model).values())
+    assert not any("frozen_bf16" in line for line in report.lines())
+
+
+def test_only_layers_fastft_serves_are_stored():
+    """With kernels.lora and kernels.mlp off, PEFT's own path reads every weight: none is stored."""
+    model = bf16_valued(tiny_peft("llama"))
+    report = apply_kernels(model, {"lora": False, "mlp": False})
+    store_frozen_bf16(model, report, torch.float32)
+    assert all(w.dtype == torch.float32 for w in base_weights(model).values())
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_peft_own_paths_compute_as_with_fp32_weights(family):
+    reference, stored, _ = pair(family)
+    batch = prompt_masked_batch()
+    inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+    with torch.no_grad():
+        for model in (reference, stored):
+            model.eval()
+        with reference.disable_adapter(), stored.disable_adapter():
+            assert torch.equal(stored(**inputs).logits, reference(**inputs).logits)
+        with merged_view(reference), merged_view(stored):
+            assert all(w.dtype == torch.float32 for w in base_weights(stored).values())  # merged into fp32
+            assert torch.equal(stored(**inputs).logits, reference(**inputs).logits)
+        assert all(w.dtype == torch.bfloat16 for w in base_weights(stored).values())  # training's storage is back
+        for model in (reference, stored):
+            model.merge_adapter()
+        assert torch.equal(stored(**inputs).logits, reference(**inputs).logits)
+        for model in (reference, stored):
+            model.unmerge_adapter()
+        assert all(torch.equal(base_weights(stored)[n], w) for n, w in base_weights(reference).items())
+        assert torch.equal(stored(**inputs).logits, reference(**inputs).logits)
+        merged = [model.merge_and_unload() for model in (reference, stored)]
+        assert torch.equal(merged[1](**inputs).logits, merged[0](**inputs).logits)
+
+
+@pytest.fixture
+def bf16_checkpoint(tmp_path):
+    """A tiny Llama saved in bf16, as Gemma 3 270M is: a fp32 load holds bf16 values."""
+    folder = tiny_llama_checkpoint(tmp_path / "fp32")
+    from transformers import AutoModelForCausalLM
+
+    AutoModelForCausalLM.from_pretrained(folder, dtype=torch.bfloat16).save_pretrained(tmp_path / "bf16")
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        if (folder / name).exists():
+            (tmp_path / "bf16" / name).write_bytes((folder / name).read_bytes())
+    return tmp_path / "bf16"
+
+
+@pytest.mark.parametrize("switch", [True, False])
+def test_fastft_build_stores_bf16_unless_switched_off(tmp_path, bf16_checkpoint, switch):
+    recipe = load_recipe(recipe_for(tmp_path, bf16_checkpoint),
+                         ["model.dtype=float32", f"kernels.frozen_bf16={str(switch).lower()}"])
+    _, loaded = fastft_trainer(recipe, tmp_path / "checkpoints")
+    dtypes = {w.dtype for w in base_weights(loaded.model).values()}
+    assert dtypes == {torch.bfloat16 if switch else torch.float32}
+    notes = [line for line in loaded.kernels.lines() if line.startswith("frozen_bf16:")]
+    assert len(notes) == int(switch)
