@@ -15,10 +15,10 @@ REDUCTIONS = ("mean", "sum", "none")
 CHUNK_ELEMENTS = 1 << 24
 
 
-def chunk_bounds(n_rows: int, n_cols: int, rows=None):
-    """[start, end) row ranges: `rows` rows each, or by default even chunks of at most CHUNK_ELEMENTS."""
+def chunk_bounds(n_rows: int, n_cols: int, rows=None, max_elements: int = CHUNK_ELEMENTS):
+    """[start, end) row ranges: `rows` rows each, or by default even chunks of at most max_elements."""
     if rows is None:
-        rows = max(1, CHUNK_ELEMENTS // n_cols)
+        rows = max(1, max_elements // n_cols)
         n_chunks = -(-n_rows // rows)
         rows = -(-n_rows // max(1, n_chunks))
     return [(s, min(s + rows, n_rows)) for s in range(0, n_rows, max(1, rows))]

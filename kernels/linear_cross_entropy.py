@@ -15,18 +15,26 @@ CUDA; the loss is fp32 and every gradient comes back in its input's dtype.
 """
 import torch
 
-from .cross_entropy import ce_rows, check_args, check_labels, chunk_bounds, loss_grad_scale, reduce_losses
+from .cross_entropy import (CHUNK_ELEMENTS, ce_rows, check_args, check_labels, chunk_bounds, loss_grad_scale,
+                            reduce_losses)
 
 # A chunk re-reads the whole head, so on a GPU chunks are as many rows as this many bytes of logits hold:
 # 512 MiB, e.g. 1,024 rows of bf16 (512 of fp32) logits at V = 262,144, 2,093 rows of bf16 at V = 128,256.
-# CPU chunks keep cross_entropy.CHUNK_ELEMENTS (measured best there).
 GPU_CHUNK_BYTES = 512 << 20
+# On the CPU a GEMM against the whole [V, H] head with few rows spends its time packing the head, not multiplying
+# (2-core AMD EPYC, torch 2.13, V = 262,144, H = 640: 51 rows ran at 38 GFLOP/s against a 144 GFLOP/s peak). So
+# there the head is multiplied in blocks of CPU_VOCAB_BLOCK of its rows, and a chunk holds at least
+# CPU_MIN_CHUNK_ROWS rows (128 MiB of fp32 logits at that V instead of CHUNK_ELEMENTS' 64): 103-128 rows in 1,024-row
+# blocks ran at 110-125 GFLOP/s, forward and input gradient alike.
+CPU_VOCAB_BLOCK = 1024
+CPU_MIN_CHUNK_ROWS = 128
 # cuBLAS multiplies half operands straight into an fp32 output through addmm's out_dtype overload (torch >= 2.8).
 _MIXED_DTYPE_ADDMM = "dtype_out" in torch.ops.aten.addmm.overloads()
 
 
 def default_chunk_rows(n_vocab: int, logits_dtype: torch.dtype, device: torch.device):
-    """Rows per chunk when the caller gives none: GPU_CHUNK_BYTES of logits on CUDA, CPU's default otherwise.
+    """Rows per chunk when the caller gives none: GPU_CHUNK_BYTES of logits on CUDA; None on the CPU, whose even
+    chunks _chunked_pass bounds (CHUNK_ELEMENTS logits or CPU_MIN_CHUNK_ROWS rows, whichever is more).
     Not a Triton launch size (the row kernel's tiles do not depend on it), so it follows the tensor's device."""
     if device.type != "cuda":
         return None
@@ -43,12 +51,41 @@ def _add_matmul_(acc, a, b):
         acc.addmm_(a.to(acc.dtype), b.to(acc.dtype))
 
 
+def _chunk_logits(h_chunk, weight, bias):
+    """h_chunk @ weight.T + bias: [rows, V] logits, on the CPU in blocks of the head's rows (see CPU_VOCAB_BLOCK)."""
+    if h_chunk.is_cuda:
+        return h_chunk @ weight.t() if bias is None else torch.addmm(bias, h_chunk, weight.t())
+    n_vocab = weight.shape[0]
+    logits = h_chunk.new_empty(h_chunk.shape[0], n_vocab)
+    block = h_chunk.new_empty(h_chunk.shape[0], min(n_vocab, CPU_VOCAB_BLOCK))  # a GEMM output that stays in cache
+    for v0 in range(0, n_vocab, CPU_VOCAB_BLOCK):
+        v1 = min(v0 + CPU_VOCAB_BLOCK, n_vocab)
+        out = block[:, : v1 - v0]
+        if bias is None:
+            torch.mm(h_chunk, weight[v0:v1].t(), out=out)
+        else:
+            torch.addmm(bias[v0:v1], h_chunk, weight[v0:v1].t(), out=out)
+        logits[:, v0:v1] = out
+    return logits
+
+
+def _times_head_(out, grad_logits, head):
+    """out = grad_logits @ head for grad_logits[rows, V], head[V, H] of one dtype; on the CPU summed over blocks of
+    the head's rows (see CPU_VOCAB_BLOCK)."""
+    if grad_logits.is_cuda:
+        return torch.mm(grad_logits, head, out=out)
+    out.zero_()
+    for v0 in range(0, head.shape[0], CPU_VOCAB_BLOCK):
+        out.addmm_(grad_logits[:, v0 : v0 + CPU_VOCAB_BLOCK], head[v0 : v0 + CPU_VOCAB_BLOCK])
+    return out
+
+
 def _grad_h_chunk_(out, grad_logits, head, grad_spliced=None, rows=None):
     """out = grad_logits @ head (+ grad_spliced @ rows), summed in the head's dtype and rounded into out once."""
     if head.dtype == grad_logits.dtype == out.dtype:
-        torch.mm(grad_logits, head, out=out)
+        _times_head_(out, grad_logits, head)
         return out if rows is None else out.addmm_(grad_spliced, rows)
-    total = grad_logits.to(head.dtype) @ head
+    total = _times_head_(torch.empty_like(out, dtype=head.dtype), grad_logits.to(head.dtype), head)
     if rows is not None:
         total.addmm_(grad_spliced.to(head.dtype), rows)
     return out.copy_(total)
@@ -69,15 +106,16 @@ def _chunked_pass(h, weight, bias, override, labels, ignore_index, softcap, chun
     grad_rows = torch.zeros(rows.shape, dtype=torch.float32, device=h.device) if need_rows else None
     want_grad = any(needs)
     chunk_rows = chunk_size or default_chunk_rows(n_vocab, h.dtype, h.device)
+    max_elements = CHUNK_ELEMENTS if h.is_cuda else max(CHUNK_ELEMENTS, CPU_MIN_CHUNK_ROWS * n_vocab)
     # The CPU's bf16 GEMM is ~70x slower than its fp32 one for this long-K product (64 x 16,384 x 640 rows:
     # 9.5 s against 0.13 s, torch 2.13), so there grad_h contracts the chunk's gradient with an fp32 head.
     fp32_for_grad_h = not h.is_cuda and need_h
     head_for_grad_h = weight.float() if fp32_for_grad_h else weight
     rows_for_grad_h = None if rows is None else rows.float() if fp32_for_grad_h else rows
     with torch.autocast(h.device.type, enabled=False):
-        for s, e in chunk_bounds(n_rows, n_vocab, chunk_rows):
+        for s, e in chunk_bounds(n_rows, n_vocab, chunk_rows, max_elements):
             h_chunk = h[s:e]
-            logits = h_chunk @ weight.t() if bias is None else torch.addmm(bias, h_chunk, weight.t())
+            logits = _chunk_logits(h_chunk, weight, bias)
             if ids is not None:
                 spliced = h_chunk @ rows.t() if bias is None else torch.addmm(bias[ids], h_chunk, rows.t())
                 logits.index_copy_(1, ids, spliced)
@@ -187,8 +225,9 @@ def linear_cross_entropy(hidden, weight, labels, bias=None, ignore_index: int = 
     hidden[N, H] (or [..., H]), weight[V, H], bias[V] or None, labels[N] (or [...]) already aligned with the
     rows: no shift happens here. Rows labelled ignore_index are dropped before the matmul (this reads the
     number of kept rows on the host: one device sync); any other label outside [0, V) raises a ValueError.
-    chunk_size: kept rows per chunk (default: GPU_CHUNK_BYTES of logits on CUDA, CHUNK_ELEMENTS logits on the
-    CPU, so extra memory is about chunk_rows x V, never N x V).
+    chunk_size: kept rows per chunk (default: GPU_CHUNK_BYTES of logits on CUDA; on the CPU even chunks of at most
+    CHUNK_ELEMENTS logits or CPU_MIN_CHUNK_ROWS rows, whichever is more), so extra memory is about chunk_rows x V,
+    never N x V.
     softcap and reduction as in cross_entropy: "mean" is 0 with zero gradients when every label is ignored;
     the loss is float32. Under autocast the matmuls run in its dtype (as F.linear's would) and the gradients
     come back in the inputs' dtypes. Weight and bias gradients are only computed when they require grad. With

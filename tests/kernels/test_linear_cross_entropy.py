@@ -202,3 +202,15 @@ def test_single_row_chunks():
     ref = loss_and_grads(_reference(labels, "sum", None), [hidden, weight, bias])
     ours = loss_and_grads(_ours(labels, "sum", None, chunk_size=1), [hidden, weight, bias])
     assert_all_close(ours, ref, torch.float32, NAMES)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "none"])
+def test_cpu_head_in_vocab_blocks(monkeypatch, reduction):
+    """On the CPU the head is multiplied in blocks of its rows (CPU_VOCAB_BLOCK, here 64 so that V = 515 takes
+    nine blocks, the last one partial), with a bias: the same loss and gradients as the whole-head reference."""
+    hidden, weight, bias, labels = _head(37, 24, 515, torch.float32, seed=21)
+    inputs = [hidden, weight, bias]
+    ref = loss_and_grads(_reference(labels, reduction, SOFTCAP), inputs)
+    monkeypatch.setattr(lce_mod, "CPU_VOCAB_BLOCK", 64)
+    ours = run_backend(monkeypatch, "torch", _ours(labels, reduction, SOFTCAP, chunk_size=None), inputs)
+    assert_all_close(ours, ref, torch.float32, NAMES)
