@@ -6,6 +6,7 @@ sliding-window mask closes most of them. Here the queries run in blocks of `bloc
 same CPU flash op only on the key range between the first and the last key any of its rows may see; keys outside
 that range are masked for every row of the block, so they add exp(-inf) = 0 to the softmax and leave the result
 unchanged. A block none of whose rows sees any key keeps the full key range, so fully masked rows come out as sdpa's.
+Without a mask (is_causal or no masking at all) there is one call: the flash kernel skips causal blocks itself.
 
 The output is one buffer laid out [B, L, H, D] and returned as its [B, H, L, D] view, so the usual
 .transpose(1, 2).contiguous() before the output projection copies nothing and that projection's saved input
@@ -17,7 +18,7 @@ import torch
 
 _FORWARD = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
 _BACKWARD = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward
-BLOCK = 128
+BLOCK = 256  # 128 skips more pairs, but each block adds parallel regions that cost most on a shared CPU
 
 
 def _open_keys(mask: torch.Tensor) -> torch.Tensor:
@@ -40,15 +41,14 @@ def key_spans(keep: torch.Tensor, block: int) -> list[tuple[int, int, int, int]]
     return spans
 
 
-def _block_mask(piece: torch.Tensor, dtype) -> torch.Tensor | None:
-    """A block of the mask in the form the flash op takes: additive in q's dtype, 4-D; None when it changes nothing."""
-    if piece.dtype == torch.bool:
-        if piece.all():
-            return None
-        piece = torch.zeros(piece.shape, dtype=dtype).masked_fill_(~piece, float("-inf"))
-    elif not piece.any():
+def _additive(mask: torch.Tensor | None, dtype) -> torch.Tensor | None:
+    """The mask in the form the flash op takes: additive in q's dtype, 4-D. Converted once per call, not per block:
+    each op on a block is one more parallel region, and those cost most when other processes share the cores."""
+    if mask is None:
         return None
-    return piece.reshape((1,) * (4 - piece.dim()) + piece.shape)
+    if mask.dtype == torch.bool:
+        mask = torch.zeros(mask.shape, dtype=dtype).masked_fill_(~mask, float("-inf"))
+    return mask.reshape((1,) * (4 - mask.dim()) + mask.shape)
 
 
 def _heads(x: torch.Tensor, groups: int) -> torch.Tensor:
@@ -59,14 +59,10 @@ def _heads(x: torch.Tensor, groups: int) -> torch.Tensor:
     return x[:, :, None].expand(b, hk, groups, s, d).reshape(b, hk * groups, s, d)
 
 
-def _blocks(mask, is_causal, spans, dtype):
+def _blocks(additive, spans):
     """(r0, r1, k0, k1, the block's additive mask or None) per query block."""
     for r0, r1, k0, k1 in spans:
-        if is_causal:
-            piece = torch.arange(r0, r1)[:, None] >= torch.arange(k0, k1)[None, :]
-        else:
-            piece = None if mask is None else mask[..., r0:r1, k0:k1]
-        yield r0, r1, k0, k1, None if piece is None else _block_mask(piece, dtype)
+        yield r0, r1, k0, k1, None if additive is None else additive[..., r0:r1, k0:k1]
 
 
 class BlockAttention(torch.autograd.Function):
@@ -76,9 +72,9 @@ class BlockAttention(torch.autograd.Function):
         groups = heads // k.shape[1]
         out = q.new_empty(batch, rows, heads, v.shape[-1])
         lse = None
-        for r0, r1, k0, k1, block_mask in _blocks(mask, is_causal, spans, q.dtype):
+        for r0, r1, k0, k1, block_mask in _blocks(_additive(mask, q.dtype), spans):
             o, l = _FORWARD(q[:, :, r0:r1], _heads(k[:, :, k0:k1], groups), _heads(v[:, :, k0:k1], groups),
-                            attn_mask=block_mask, scale=scale)
+                            is_causal=is_causal, attn_mask=block_mask, scale=scale)
             if lse is None:  # the op's accumulation dtype
                 lse = torch.empty(batch, rows, heads, dtype=l.dtype)
             out[:, r0:r1].copy_(o.transpose(1, 2))
@@ -98,10 +94,10 @@ class BlockAttention(torch.autograd.Function):
         acc = torch.promote_types(k.dtype, torch.float32)  # blocks overlap in keys: sum them in fp32 at least
         grad_k = torch.zeros(batch, kv_heads, keys, k.shape[-1], dtype=acc)
         grad_v = torch.zeros(batch, kv_heads, keys, v.shape[-1], dtype=acc)
-        for r0, r1, k0, k1, block_mask in _blocks(mask, is_causal, spans, q.dtype):
+        for r0, r1, k0, k1, block_mask in _blocks(_additive(mask, q.dtype), spans):
             gq, gk, gv = _BACKWARD(grad_out[:, :, r0:r1], q[:, :, r0:r1], _heads(k[:, :, k0:k1], groups),
                                    _heads(v[:, :, k0:k1], groups), out[:, r0:r1].transpose(1, 2),
-                                   lse[:, r0:r1].transpose(1, 2), 0.0, False, attn_mask=block_mask, scale=scale)
+                                   lse[:, r0:r1].transpose(1, 2), 0.0, is_causal, attn_mask=block_mask, scale=scale)
             grad_q[:, :, r0:r1].copy_(gq)
             grad_k[:, :, k0:k1] += gk.unflatten(1, (kv_heads, groups)).sum(2)
             grad_v[:, :, k0:k1] += gv.unflatten(1, (kv_heads, groups)).sum(2)
@@ -132,8 +128,6 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Ten
     if mask is not None:
         mask = mask.expand(*mask.shape[:-2], rows, keys)  # a [.., 1, S] mask sliced by rows below
         spans = key_spans(_open_keys(mask), block)
-    elif is_causal:
-        spans = [(r0, min(r0 + block, rows), 0, min(r0 + block, keys)) for r0 in range(0, rows, block)]
-    else:
+    else:  # no mask: one call; with is_causal the flash kernel skips the closed blocks itself
         spans = [(0, rows, 0, keys)]
     return BlockAttention.apply(q, k, v, mask, is_causal, scale, spans)
