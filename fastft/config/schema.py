@@ -118,6 +118,7 @@ class KernelsSection(Section):
     lora: bool = Field(True, description="fused LoRA linear layers")
     rope: bool = Field(True, description="fused rotary position embedding")
     rms_norm: bool = Field(True, description="fused RMSNorm")
+    attention: bool = Field(True, description="CPU attention (sdpa) computing only the key blocks the mask opens")
     mlp: bool = Field(True, description="fused LoRA MLP block (gated activation)")
     loss: bool = Field(True, description="prompt-masked loss: the LM head and cross-entropy on labelled positions only")
     frozen_bf16: bool = Field(

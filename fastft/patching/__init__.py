@@ -1,4 +1,5 @@
-"""Put fastft.kernels inside a PEFT-wrapped Hugging Face causal LM: LoRA projections, MLP blocks, RMSNorms, RoPE.
+"""Put fastft.kernels inside a PEFT-wrapped Hugging Face causal LM: LoRA projections, MLP blocks, RMSNorms, RoPE,
+attention on the CPU.
 
     report = apply_kernels(model, recipe.kernels, dtype)
     for line in report.lines(): print(line)
@@ -12,6 +13,7 @@ stay transformers'. The loss kernel is not patched here: fastft.patching.loss.pr
 from collections.abc import Mapping
 
 from ..models.families import FAMILIES, family_for, text_config
+from .attention import patch_attention
 from .checkpointing import SELECTIVE, selective_note
 from .lora import patch_lora
 from .mlp import patch_mlps
@@ -53,7 +55,7 @@ def apply_kernels(model, kernels_cfg=None, dtype=None, check_backend=None, check
     selective = checkpointing == SELECTIVE
     if family is None:
         report.notes.append(
-            f"mlp, rms_norm, rope: plain path: no fastft patches for architecture {model_type} "
+            f"mlp, rms_norm, rope, attention: plain path: no fastft patches for architecture {model_type} "
             f"(patched: {', '.join(sorted(FAMILIES))})"
         )
         if selective:
@@ -67,4 +69,6 @@ def apply_kernels(model, kernels_cfg=None, dtype=None, check_backend=None, check
         patch_norms(model, family, report)
     if on["rope"]:
         patch_rope(model, family, report)
+    if on["attention"]:
+        patch_attention(model, family, report)
     return report

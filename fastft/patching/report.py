@@ -2,12 +2,13 @@
 from collections import Counter
 from dataclasses import dataclass, field
 
-KINDS = ("lora", "mlp", "rms_norm", "rope")
+KINDS = ("lora", "mlp", "rms_norm", "rope", "attention")
 _WHAT = {
     "lora": "lora_linear on {n} LoRA projections",
     "mlp": "lora_mlp on {n} MLP blocks",
     "rms_norm": "rms_norm on {n} RMSNorm modules",
     "rope": "apply_rope in {n} attention layers",
+    "attention": "block-skipping CPU attention in {n} attention layers",
 }
 
 
