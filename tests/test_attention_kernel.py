@@ -9,9 +9,9 @@ import torch.nn.functional as F
 
 from fastft.kernels import attention
 from fastft.patching import apply_kernels
-from fastft.patching.loss import prompt_masked_loss
 from tests.kernels.numerics import assert_rel_close
-from tests.test_patch_models import lora_grads, prompt_masked_batch, tiny_peft
+from tests.test_patch_models import prompt_masked_batch, tiny_peft
+from tests.test_patch_parity import loss_and_grads
 
 attention_module = importlib.import_module("fastft.kernels.attention")  # the module; the package exports the function
 BLOCK = 32  # several query blocks at these small lengths
@@ -150,13 +150,6 @@ class Calls:
             return forward(*args)
 
         monkeypatch.setattr(attention_module.BlockAttention, "forward", staticmethod(counted))
-
-
-def loss_and_grads(model, batch):
-    model.zero_grad()
-    loss = prompt_masked_loss(model, batch)
-    loss.backward()
-    return loss.detach(), lora_grads(model)
 
 
 def test_patched_gemma3_matches_unpatched(monkeypatch):
