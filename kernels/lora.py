@@ -3,7 +3,8 @@
 lora_linear(x, W, A, B, s, bias, p) = x @ W.T + bias + s * (drop_p(x) @ A.T) @ B.T   (PEFT's lora.Linear)
 The base weight W is frozen (no gradient) and may be a bitsandbytes 4-bit parameter: it is dequantized
 in forward and again in backward, never kept alive in between. Saved for backward: x, xa = drop(x) @ A.T
-([tokens, r]) and an integer dropout seed -- not the output, not the mask.
+([tokens, r]) and an integer dropout seed -- not the output, not the mask. When x is an rms_norm output, what the
+norm keeps (its input and weight) is saved instead of x and x is rebuilt in backward (rms_norm.norm_recipe).
 
 Precision follows PEFT + bitsandbytes: everything computes in the active autocast dtype of x's device type, else
 in a 4-bit weight's dtype (bitsandbytes computes in it, whatever the activations are), else in x.dtype. The result
@@ -25,6 +26,7 @@ import torch
 from . import triton_lora
 from ._backend import use_triton
 from .activations import gated_act_backward, gated_act_forward
+from .rms_norm import norm_recipe, rebuild
 from .triton_act import GELU_TANH, SILU
 
 _MLP_ACTIVATIONS = {"swiglu": SILU, "geglu": GELU_TANH}
@@ -145,6 +147,18 @@ def _flat(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return t.reshape(-1, t.shape[-1]).to(dtype).contiguous()
 
 
+def _input_to_save(x: torch.Tensor, x2: torch.Tensor):
+    """(tensors to save for the flattened input x2, params to rebuild it or None): an rms_norm output is saved as
+    the norm's input and weight, which the norm keeps anyway, instead of a [tokens, features] tensor of its own."""
+    recipe = norm_recipe(x)
+    return ((x2,), None) if recipe is None else recipe
+
+
+def _saved_input(saved: tuple, params) -> torch.Tensor:
+    """The flattened input in backward, from what _input_to_save kept: as it was, or rebuilt bit for bit."""
+    return saved[0] if params is None else rebuild(saved, params)
+
+
 def _check_frozen(weight: torch.Tensor):
     if weight.requires_grad and torch.is_grad_enabled():
         raise ValueError("the LoRA base weight must be frozen (requires_grad=False): these kernels give it no gradient")
@@ -162,14 +176,16 @@ class _LoRALinear(torch.autograd.Function):
                 ctx.ops, x2.to(compute), *_operands(weight, lora_a, lora_b, compute), scaling,
                 None if bias is None else bias.to(compute), dropout_p, seed,
             )
-        ctx.save_for_backward(x2, xa, weight, lora_a, lora_b)
+        kept, ctx.input_params = _input_to_save(x, x2)
+        ctx.save_for_backward(xa, weight, lora_a, lora_b, *kept)
         ctx.hyper = (scaling, dropout_p, seed, compute)
         ctx.x_shape, ctx.x_dtype, ctx.bias_dtype = x.shape, x.dtype, None if bias is None else bias.dtype
         return y.to(result).view(*x.shape[:-1], y.shape[-1])
 
     @staticmethod
     def backward(ctx, dy):
-        x2, xa, weight, lora_a, lora_b = ctx.saved_tensors
+        xa, weight, lora_a, lora_b, *kept = ctx.saved_tensors
+        x2 = _saved_input(kept, ctx.input_params)
         scaling, dropout_p, seed, compute = ctx.hyper
         with torch.autocast(dy.device.type, enabled=False):
             dy2 = _flat(dy, compute)
@@ -218,9 +234,11 @@ class _LoRAMLP(torch.autograd.Function):
             up, xa_up = project(x_c, up_w, up_a, up_b, up_s, seeds[1])
             del x_c  # a compute-dtype copy (autocast) is not kept: backward casts x2 again
             y, xa_down = project(gated_act_forward(gate, up, act), down_w, down_a, down_b, down_s, seeds[2])
-        kept = () if recompute else (gate, up)
+        inputs, ctx.input_params = _input_to_save(x, x2)
+        ctx.n_kept = 0 if recompute else 2
         ctx.save_for_backward(
-            x2, xa_gate, xa_up, xa_down, gate_w, gate_a, gate_b, up_w, up_a, up_b, down_w, down_a, down_b, *kept
+            xa_gate, xa_up, xa_down, gate_w, gate_a, gate_b, up_w, up_a, up_b, down_w, down_a, down_b,
+            *(() if recompute else (gate, up)), *inputs
         )
         ctx.act, ctx.scalings, ctx.compute, ctx.x_shape, ctx.x_dtype = act, (gate_s, up_s, down_s), compute, x.shape, x.dtype
         ctx.dropout = (dropout_p, seeds)
@@ -228,13 +246,14 @@ class _LoRAMLP(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, dy):
-        x2, xa_gate, xa_up, xa_down, gate_w, gate_a, gate_b, up_w, up_a, up_b, down_w, down_a, down_b, *kept = (
+        xa_gate, xa_up, xa_down, gate_w, gate_a, gate_b, up_w, up_a, up_b, down_w, down_a, down_b, *rest = (
             ctx.saved_tensors
         )
+        kept, inputs = rest[: ctx.n_kept], rest[ctx.n_kept:]
         gate_s, up_s, down_s = ctx.scalings
         compute, need_dx = ctx.compute, ctx.needs_input_grad[0]
         dropout_p, (gate_seed, up_seed, down_seed) = ctx.dropout
-        x2 = x2.to(compute)
+        x2 = _saved_input(inputs, ctx.input_params).to(compute)
 
         def recomputed(xa, weight, lora_a, lora_b, scaling):
             weight, _, lora_b = _operands(weight, lora_a, lora_b, compute)

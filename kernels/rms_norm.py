@@ -5,7 +5,11 @@ to the input dtype, then multiply by the weight; the result has the promoted dty
 ``weight * hidden.to(input_dtype)`` does. Gemma order (``False``, GemmaRMSNorm / Gemma3RMSNorm): multiply by
 ``offset + weight`` in fp32, then round to the input dtype.
 
-Only 1/rms per row is kept for the backward; the normalised rows are recomputed there.
+Only 1/rms per row is kept for the backward; the normalised rows are recomputed there. The output also carries
+its recipe (norm_recipe()): a consumer that needs it in its own backward (the LoRA projections behind a decoder
+norm) can keep the norm's input and weight, which the norm keeps anyway, and rebuild the output there (rebuild()),
+so no [N, H] copy of the output stays alive. The recipe goes through save_for_backward like any saved tensor, so
+activation checkpointing and in-place checks see it.
 """
 import torch
 
@@ -85,6 +89,20 @@ class RMSNormFunction(torch.autograd.Function):
         return dx.view(shape), None if dw is None else dw.to(weight.dtype), None, None, None, None
 
 
+def norm_recipe(t: torch.Tensor):
+    """((input, weight), params) rebuilding t bit for bit if t is an rms_norm output, else None. (autograd refuses
+    any use of an output changed in place, so a recipe that autograd lets a consumer keep is still exact.)"""
+    return getattr(t, "fastft_norm_recipe", None)
+
+
+def rebuild(tensors, params) -> torch.Tensor:
+    """The [N, H] output that norm_recipe() described, computed again by the same forward."""
+    x, weight = tensors
+    eps, offset, cast_before_weight, triton_path, out_dtype = params
+    forward = triton_norm.rms_norm_forward if triton_path else torch_rms_norm_forward
+    return forward(_rows(x), weight.contiguous(), eps, offset, cast_before_weight, out_dtype)[0]
+
+
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float = 1e-6, offset: float = 0.0,
              cast_before_weight: bool = None) -> torch.Tensor:
     """RMSNorm of x[..., H] scaled by (offset + weight[H]); offset=1.0 is Gemma's (1 + w).
@@ -96,5 +114,8 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float = 1e-6, offset: f
         raise ValueError(f"rms_norm: weight shape {tuple(weight.shape)} does not match hidden size {x.shape[-1]}")
     if cast_before_weight is None:
         cast_before_weight = offset == 0.0
-    return RMSNormFunction.apply(x, weight, float(eps), float(offset), bool(cast_before_weight),
-                                 use_triton(x, weight))
+    args = (float(eps), float(offset), bool(cast_before_weight), use_triton(x, weight))
+    y = RMSNormFunction.apply(x, weight, *args)
+    if y.requires_grad:
+        y.fastft_norm_recipe = ((x, weight), (*args, y.dtype))
+    return y
