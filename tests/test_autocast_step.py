@@ -108,7 +108,8 @@ def test_patched_step_matches_unpatched_under_autocast(family, mode, backend, ch
     _, exact_grads = step(exact, batch, mixed=False)
     ref_loss, ref_grads = step(model, batch)
     report = patch(model)
-    assert report.counts == {"lora": 14, "mlp": 2, "rms_norm": 5 if family == "llama" else 13, "rope": 2}, report.lines()
+    assert report.counts == {"lora": 14, "mlp": 2, "rms_norm": 5 if family == "llama" else 13, "rope": 2,
+                             "attention": 2}, report.lines()
     assert not report.fallbacks, report.lines()
     monkeypatch.setenv("FASTFT_KERNEL_BACKEND", backend)
     loss, grads = step(model, batch, masked_loss=True)

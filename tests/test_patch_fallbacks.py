@@ -35,7 +35,7 @@ def test_report_lines_count_each_kind():
     report = apply_kernels(tiny_peft("llama"))
     assert report.lines() == [
         "llama: lora_linear on 14 LoRA projections; lora_mlp on 2 MLP blocks; rms_norm on 5 RMSNorm modules; "
-        "apply_rope in 2 attention layers",
+        "apply_rope in 2 attention layers; block-skipping CPU attention in 2 attention layers",
         "self-check skipped on CPU: PyTorch paths run",
         "loss: linear_cross_entropy on labelled positions only (training.loss.prompt_masked_loss)",
     ]
@@ -122,7 +122,7 @@ def test_recipe_switches_turn_kinds_off():
     report = apply_kernels(model, KernelsSection(lora=False, rms_norm=False, rope=False, loss=False))
     as_dict = {"lora": False, "rms_norm": False, "rope": False, "loss": False}
     assert apply_kernels(tiny_peft("qwen2"), as_dict).lines() == report.lines()
-    assert dict(report.counts) == {"mlp": 2}
+    assert dict(report.counts) == {"mlp": 2, "attention": 2}
     assert [line for line in report.lines() if "off in the recipe" in line] == [
         f"{kind}: off in the recipe (kernels.{kind}: false)" for kind in ("lora", "rms_norm", "rope", "loss")
     ]

@@ -53,23 +53,19 @@ def install_dispatcher() -> None:
         ALL_ATTENTION_FUNCTIONS.register("sdpa", _dispatcher(current))
 
 
-def _why_plain(model) -> str | None:
+def _serves(model) -> bool:
+    """Whether the model runs sdpa on the CPU, the one case the kernel is for. Elsewhere (eager attention, as Gemma 2
+    defaults to; flash-attn; a GPU) transformers' own attention is the intended path, not a fallback to report."""
     implementation = getattr(text_config(model.config), "_attn_implementation", None)
-    if implementation != "sdpa":
-        return f"the model runs attn_implementation {implementation}; the kernel replaces sdpa"
-    device = next(model.parameters()).device
-    if device.type != "cpu":
-        return f"the kernel is for the CPU; on {device.type} transformers' sdpa runs"
-    return None
+    return implementation == "sdpa" and next(model.parameters()).device.type == "cpu"
 
 
 def patch_attention(model, family, report) -> None:
+    if not _serves(model):
+        return
     attention_cls = family.cls("Attention")
-    targets = [(name, m) for name, m in model.named_modules() if type(m) is attention_cls]
-    reason = _why_plain(model) if targets else None
-    for name, module in targets:
-        if reason:
-            report.plain("attention", name, reason)
+    for module in model.modules():
+        if type(module) is not attention_cls:
             continue
         install_dispatcher()
         _PATCHED.add(module)
