@@ -114,6 +114,8 @@ def test_peft_own_paths_compute_as_with_fp32_weights(family):
             model.eval()
         with reference.disable_adapter(), stored.disable_adapter():
             assert torch.equal(stored(**inputs).logits, reference(**inputs).logits)
+        mixed = {**inputs, "adapter_names": ["default", "__base__", "default"]}  # PEFT's extra-argument path
+        assert torch.equal(stored(**mixed).logits, reference(**mixed).logits)
         with merged_view(reference), merged_view(stored):
             assert all(w.dtype == torch.float32 for w in base_weights(stored).values())  # merged into fp32
             assert torch.equal(stored(**inputs).logits, reference(**inputs).logits)
@@ -151,3 +153,16 @@ def test_fastft_build_stores_bf16_unless_switched_off(tmp_path, bf16_checkpoint,
     assert dtypes == {torch.bfloat16 if switch else torch.float32}
     notes = [line for line in loaded.kernels.lines() if line.startswith("frozen_bf16:")]
     assert len(notes) == int(switch)
+
+
+def test_a_weight_another_module_holds_stays_fp32():
+    """A weight two modules hold stays fp32: the other may read it without upcasting (a LoRA'd head tied to the
+    embedding); here two projections share one."""
+    model = bf16_valued(tiny_peft("llama"))
+    layers = model.base_model.model.model.layers
+    layers[1].self_attn.q_proj.base_layer.weight = layers[0].self_attn.q_proj.base_layer.weight
+    report = apply_kernels(model)
+    store_frozen_bf16(model, report, torch.float32)
+    kept = {n for n, w in base_weights(model).items() if w.dtype == torch.float32}
+    assert kept == {"base_model.model.model.layers.0.self_attn.q_proj.base_layer.weight"}  # named once
+    assert "12 LoRA base weights kept in bf16" in report.notes[-1]  # both layers holding it left out
