@@ -13,6 +13,7 @@ from fastft.patching.loss import prompt_masked_loss
 from fastft.patching.mlp import recomputing_blocks
 from tests.factories import fastft_trainer, recipe_for
 from tests.kernels.numerics import assert_rel_close
+from tests.saved_tensors import saved_storage_bytes
 from tests.test_patch_models import lora_grads, prompt_masked_batch, tiny_config, tiny_peft
 
 FAMILIES = ["llama", "gemma3"]
@@ -66,18 +67,7 @@ def test_selective_matches_unpatched_transformers_and_peft(family):
 
 def saved_bytes(model, batch) -> int:
     """Bytes of the distinct storages autograd keeps for backward during the forward, parameters left out."""
-    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
-    storages = {}
-
-    def pack(tensor):
-        storage = tensor.untyped_storage()
-        if storage.data_ptr() not in params:
-            storages[storage.data_ptr()] = storage.nbytes()
-        return tensor
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
-        prompt_masked_loss(model, batch)
-    return sum(storages.values())
+    return saved_storage_bytes(lambda: prompt_masked_loss(model, batch), model.parameters())
 
 
 @pytest.mark.parametrize("family", FAMILIES)

@@ -6,6 +6,7 @@ import torch
 from torch.utils.checkpoint import checkpoint
 
 from fastft.kernels import lora_linear, lora_mlp, rms_norm
+from tests.saved_tensors import saved_storage_bytes
 
 TOKENS, HIDDEN, OUT, RANK = 37, 24, 40, 4
 
@@ -61,31 +62,18 @@ def test_under_activation_checkpointing_too():
         assert torch.equal(a, b)
 
 
-def _saved_storages(weights, cut_recipe) -> dict[int, int]:
-    """data_ptr -> bytes of every non-parameter storage autograd keeps for the block's backward."""
+def _saved_bytes(weights, cut_recipe) -> int:
+    """Bytes of every non-parameter storage autograd keeps for the block's backward."""
     norm_w, base, lora_a, lora_b, mlp = weights
-    params = {t.untyped_storage().data_ptr() for t in [norm_w, base, lora_a, lora_b] + [t for p in mlp for t in p[:3]]}
-    saved = {}
-
-    def pack(t):
-        storage = t.untyped_storage()
-        if storage.data_ptr() not in params:
-            saved[storage.data_ptr()] = storage.nbytes()
-        return t
-
+    params = [norm_w, base, lora_a, lora_b] + [t for p in mlp for t in p[:3]]
     x = torch.randn(TOKENS, HIDDEN).requires_grad_()
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        loss = _block(x, weights, cut_recipe)
-    del loss
-    return saved
+    return saved_storage_bytes(lambda: _block(x, weights, cut_recipe), params)
 
 
 def test_the_norm_output_is_not_kept():
     weights = _weights()
-    rebuilt, kept = _saved_storages(weights, False), _saved_storages(weights, True)
-    rows_bytes = TOKENS * HIDDEN * 4
     # keeping the output costs exactly one more [tokens, hidden] storage: the copy all three consumers share
-    assert sum(kept.values()) - sum(rebuilt.values()) == rows_bytes
+    assert _saved_bytes(weights, True) - _saved_bytes(weights, False) == TOKENS * HIDDEN * 4
 
 
 def test_a_norm_input_changed_in_place_before_backward_is_an_error():
