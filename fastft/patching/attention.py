@@ -55,9 +55,11 @@ def install_dispatcher() -> None:
 
 def _serves(model) -> bool:
     """Whether the model runs sdpa on the CPU, the one case the kernel is for. Elsewhere (eager attention, as Gemma 2
-    defaults to; flash-attn; a GPU) transformers' own attention is the intended path, not a fallback to report."""
+    defaults to; flash-attn; a GPU) transformers' own attention is the intended path, not a fallback to report.
+    With CUDA present the trainer moves a model still on the CPU here to the GPU, so that counts as a GPU."""
     implementation = getattr(text_config(model.config), "_attn_implementation", None)
-    return implementation == "sdpa" and next(model.parameters()).device.type == "cpu"
+    on_cpu = next(model.parameters()).device.type == "cpu" and not torch.cuda.is_available()
+    return implementation == "sdpa" and on_cpu
 
 
 def patch_attention(model, family, report) -> None:
