@@ -68,13 +68,18 @@ def _rows(t: torch.Tensor) -> torch.Tensor:
     return rows if rows.stride(-1) == 1 else rows.contiguous()
 
 
+def _forward(x_rows, weight, eps: float, offset: float, cast_before_weight: bool, triton_path: bool, out_dtype):
+    """(y[N, H], rstd[N]) on the chosen path: the one forward of RMSNormFunction and of rebuild()."""
+    forward = triton_norm.rms_norm_forward if triton_path else torch_rms_norm_forward
+    return forward(x_rows, weight, eps, offset, cast_before_weight, out_dtype)
+
+
 class RMSNormFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, eps, offset, cast_before_weight, triton_path):
         out_dtype = torch.promote_types(x.dtype, weight.dtype) if cast_before_weight else x.dtype
-        forward = triton_norm.rms_norm_forward if triton_path else torch_rms_norm_forward
         x_rows, weight = _rows(x), weight.contiguous()
-        y, rstd = forward(x_rows, weight, eps, offset, cast_before_weight, out_dtype)
+        y, rstd = _forward(x_rows, weight, eps, offset, cast_before_weight, triton_path, out_dtype)
         ctx.save_for_backward(x_rows, weight, rstd)
         ctx.config = (x.shape, offset, cast_before_weight, triton_path)
         return y.view(x.shape)
@@ -98,9 +103,7 @@ def norm_recipe(t: torch.Tensor):
 def rebuild(tensors, params) -> torch.Tensor:
     """The [N, H] output that norm_recipe() described, computed again by the same forward."""
     x, weight = tensors
-    eps, offset, cast_before_weight, triton_path, out_dtype = params
-    forward = triton_norm.rms_norm_forward if triton_path else torch_rms_norm_forward
-    return forward(_rows(x), weight.contiguous(), eps, offset, cast_before_weight, out_dtype)[0]
+    return _forward(_rows(x), weight.contiguous(), *params)[0]  # params: (eps, offset, cast, triton_path, out_dtype)
 
 
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float = 1e-6, offset: float = 0.0,
