@@ -8,6 +8,7 @@ from fastft.patching import apply_kernels
 from fastft.patching import lora as patch_lora_module
 from fastft.patching import mlp as patch_mlp_module
 from fastft.patching import rope as patch_rope_module
+from fastft.patching.install import installed
 from fastft.patching.loss import prompt_masked_loss
 from tests.kernels.numerics import assert_rel_close
 from tests.test_patch_models import prompt_masked_batch, tiny_base, tiny_config, tiny_peft, with_lora
@@ -135,7 +136,7 @@ def test_applying_twice_patches_once():
     first, second = apply_kernels(model), apply_kernels(model)
     assert first.counts == second.counts and not second.fallbacks
     attention = model.get_base_model().model.layers[0].self_attn
-    assert attention.forward.__func__.func is patch_rope_module.attention_forward
+    assert installed(attention) is patch_rope_module.attention_forward
 
 
 def test_other_models_of_the_family_keep_transformers_rope(monkeypatch):

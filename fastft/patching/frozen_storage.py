@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .install import install, is_ours, ours
+from .install import install, installed, ours
 from .lora import kernel_adapter, lora_forward
 from .mlp import mlp_forward
 
@@ -40,9 +40,7 @@ def _served_layers(model) -> list:
     """The PEFT LoRA layers whose base weight fastft's lora_linear or lora_mlp reads, each once."""
     layers = {}
     for module in model.modules():
-        if not is_ours(module):
-            continue
-        patch = module.forward.__func__.func
+        patch = installed(module)
         if patch is lora_forward:
             layers[id(module)] = module
         elif patch is mlp_forward:  # its LoRA children are the gate, up and down projections

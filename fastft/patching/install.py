@@ -17,9 +17,15 @@ def ours(fn):
     return fn
 
 
-def is_ours(module) -> bool:
+def installed(module):
+    """The fastft function installed as this module's forward (see install), or None."""
     forward = module.__dict__.get("forward")
-    return isinstance(forward, types.MethodType) and getattr(forward.__func__, "func", None) in _OURS
+    fn = getattr(forward.__func__, "func", None) if isinstance(forward, types.MethodType) else None
+    return fn if fn in _OURS else None
+
+
+def is_ours(module) -> bool:
+    return installed(module) is not None
 
 
 def foreign_patch(module) -> str | None:
