@@ -3,8 +3,6 @@
 Forward stores nothing but its inputs; backward recomputes the activation (one elementwise pass) instead
 of keeping act(gate) alive. Math runs in fp32 and the result is returned in the input dtype.
 """
-import math
-
 import torch
 import torch.nn.functional as F
 
@@ -13,10 +11,6 @@ from ._backend import use_triton
 from .triton_act import GELU_ERF, GELU_TANH, SILU
 
 _GELU_APPROX = {"tanh": GELU_TANH, "none": GELU_ERF}
-_SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
-_GELU_CUBIC = 0.044715
-_INV_SQRT_2 = math.sqrt(0.5)
-_INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 
 
 def _torch_act(x: torch.Tensor, act: int) -> torch.Tensor:
@@ -25,36 +19,43 @@ def _torch_act(x: torch.Tensor, act: int) -> torch.Tensor:
     return F.gelu(x, approximate="tanh" if act == GELU_TANH else "none")
 
 
-def _torch_act_grad(x: torch.Tensor, act: int) -> torch.Tensor:
-    """act'(x), the same closed forms the Triton kernel uses."""
+def _torch_act_backward(grad: torch.Tensor, x: torch.Tensor, act: int) -> torch.Tensor:
+    """grad * act'(x), written over grad: aten's one-pass kernels (the closed forms the Triton kernel uses),
+    where an expression of torch ops would make ~14 passes over [tokens, intermediate] on the CPU."""
     if act == SILU:
-        sig = torch.sigmoid(x)
-        return sig * (1.0 + x * (1.0 - sig))
-    if act == GELU_TANH:
-        sig = torch.sigmoid(2.0 * _SQRT_2_OVER_PI * (x + _GELU_CUBIC * x.pow(3)))
-        return sig + x * sig * (1.0 - sig) * 2.0 * _SQRT_2_OVER_PI * (1.0 + 3.0 * _GELU_CUBIC * x * x)
-    cdf = 0.5 * (1.0 + torch.erf(x * _INV_SQRT_2))
-    return cdf + x * _INV_SQRT_2PI * torch.exp(-0.5 * x * x)
+        return torch.ops.aten.silu_backward.grad_input(grad, x, grad_input=grad)
+    approximate = "tanh" if act == GELU_TANH else "none"
+    return torch.ops.aten.gelu_backward.grad_input(grad, x, approximate=approximate, grad_input=grad)
 
 
 def gated_act_forward(gate: torch.Tensor, up: torch.Tensor, act: int) -> torch.Tensor:
     """act(gate) * up for contiguous same-shape tensors (no autograd)."""
+    return gated_act_forward_keeping_act(gate, up, act)[0]
+
+
+def gated_act_forward_keeping_act(gate: torch.Tensor, up: torch.Tensor, act: int):
+    """(act(gate) * up, act(gate) in fp32 or None): the PyTorch path hands back the activation it computed, for a
+    gated_act_backward right after (lora_mlp's backward) to use instead of computing it again; Triton's does not."""
     if use_triton(gate, up):
-        return triton_act.gated_forward(gate, up, act)
-    return (_torch_act(gate.float(), act) * up.float()).to(gate.dtype)
+        return triton_act.gated_forward(gate, up, act), None
+    activated = _torch_act(gate.float(), act)
+    return (activated * up.float()).to(gate.dtype), activated
 
 
-def gated_act_backward(dh, gate, up, act: int, dg=None, du=None):
-    """Gradients of act(gate) * up; written into dg / du when given (they may alias dh, gate or up)."""
+def gated_act_backward(dh, gate, up, act: int, dg=None, du=None, activated=None):
+    """Gradients of act(gate) * up; written into dg / du when given (they may alias dh, gate or up).
+    activated: act(gate) in fp32 from gated_act_forward_keeping_act, if the caller has it."""
     dg = torch.empty_like(gate) if dg is None else dg
     du = torch.empty_like(up) if du is None else du
     if use_triton(dh, gate, up):
         return triton_act.gated_backward(dh, gate, up, act, dg, du)
     g32, dh32 = gate.float(), dh.float()
-    grad_gate = dh32 * up.float() * _torch_act_grad(g32, act)
-    grad_up = dh32 * _torch_act(g32, act)
+    if activated is None:
+        activated = _torch_act(g32, act)
+    # every read of dh, gate and up comes before the first write into dg or du, which may alias them
+    grad_gate = _torch_act_backward(dh32 * up.float(), g32, act)
+    torch.mul(dh32, activated, out=du)
     dg.copy_(grad_gate)
-    du.copy_(grad_up)
     return dg, du
 
 

@@ -25,7 +25,7 @@ import torch
 
 from . import triton_lora
 from ._backend import use_triton
-from .activations import gated_act_backward, gated_act_forward
+from .activations import gated_act_backward, gated_act_forward, gated_act_forward_keeping_act
 from .rms_norm import norm_recipe, rebuild
 from .triton_act import GELU_TANH, SILU
 
@@ -271,11 +271,12 @@ class _LoRAMLP(torch.autograd.Function):
             else:
                 gate = recomputed(xa_gate, gate_w, gate_a, gate_b, gate_s)
                 up = recomputed(xa_up, up_w, up_a, up_b, up_s)
-            hidden = gated_act_forward(gate, up, ctx.act)
+            hidden, activated = gated_act_forward_keeping_act(gate, up, ctx.act)
             dh, d_down_a, d_down_b = project_back(
                 _flat(dy, compute), hidden, xa_down, down_w, down_a, down_b, down_s, down_seed, True)
             # hidden and dh are dead once read: the activation backward writes d(gate), d(up) over them.
-            d_gate, d_up = gated_act_backward(dh, gate, up, ctx.act, dg=hidden, du=dh)
+            d_gate, d_up = gated_act_backward(dh, gate, up, ctx.act, dg=hidden, du=dh, activated=activated)
+            del activated
             dx, d_gate_a, d_gate_b = project_back(d_gate, x2, xa_gate, gate_w, gate_a, gate_b, gate_s, gate_seed,
                                                   need_dx)
             dx_up, d_up_a, d_up_b = project_back(d_up, x2, xa_up, up_w, up_a, up_b, up_s, up_seed, need_dx)
