@@ -135,6 +135,7 @@ def _chunked_pass(h, weight, bias, override, labels, ignore_index, softcap, chun
                 _grad_h_chunk_(grad_h[s:e], logits, head_for_grad_h, grad_spliced, rows_for_grad_h)
             if need_w:
                 _add_matmul_(grad_w, logits.t(), h_chunk)
+            del logits  # else the next chunk's logits are allocated while this chunk's are still held
     return losses, grad_h, grad_w, grad_b, grad_rows
 
 
