@@ -1,5 +1,6 @@
 """fastft.kernels: Triton kernels for LoRA fine-tuning, each with a PyTorch implementation of the same algorithm
-(`embedding`, a gather with trained rows spliced in, has only the PyTorch one).
+(`embedding`, a gather with trained rows spliced in, and `blocked_linear`, a head stored narrower than it computes,
+have only the PyTorch one).
 
 Importable with only torch and triton installed; nothing here imports fastft.
 CUDA tensors run Triton; CPU tensors run the PyTorch path unless TRITON_INTERPRET=1 or
@@ -9,7 +10,7 @@ from .activations import geglu, swiglu
 from .attention import attention
 from .cross_entropy import cross_entropy
 from .embedding import embedding
-from .linear_cross_entropy import linear_cross_entropy
+from .linear_cross_entropy import blocked_linear, linear_cross_entropy
 from .lora import lora_linear, lora_mlp
 from .rms_norm import rms_norm
 from .rope import apply_rope
@@ -17,6 +18,7 @@ from .rope import apply_rope
 __all__ = [
     "apply_rope",
     "attention",
+    "blocked_linear",
     "cross_entropy",
     "embedding",
     "geglu",

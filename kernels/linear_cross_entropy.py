@@ -51,51 +51,70 @@ def _add_matmul_(acc, a, b):
         acc.addmm_(a.to(acc.dtype), b.to(acc.dtype))
 
 
-def _chunk_logits(h_chunk, weight, bias):
-    """h_chunk @ weight.T + bias: [rows, V] logits, on the CPU in blocks of the head's rows (see CPU_VOCAB_BLOCK)."""
-    if h_chunk.is_cuda:
-        return h_chunk @ weight.t() if bias is None else torch.addmm(bias, h_chunk, weight.t())
-    n_vocab = weight.shape[0]
-    logits = h_chunk.new_empty(h_chunk.shape[0], n_vocab)
-    block = h_chunk.new_empty(h_chunk.shape[0], min(n_vocab, CPU_VOCAB_BLOCK))  # a GEMM output that stays in cache
+def _head_blocks(head, dtype):
+    """(v0, v1, head[v0:v1] in dtype) for the CPU_VOCAB_BLOCK-row blocks of head[V, H]: a head stored narrower than
+    the computation (bf16 storage of a fp32 run's frozen table) is upcast one block at a time, into one buffer."""
+    n_vocab = head.shape[0]
+    buffer = None if head.dtype == dtype else head.new_empty((min(n_vocab, CPU_VOCAB_BLOCK), head.shape[1]), dtype=dtype)
     for v0 in range(0, n_vocab, CPU_VOCAB_BLOCK):
         v1 = min(v0 + CPU_VOCAB_BLOCK, n_vocab)
+        yield v0, v1, head[v0:v1] if buffer is None else buffer[: v1 - v0].copy_(head[v0:v1])
+
+
+def _chunk_logits(h_chunk, weight, bias):
+    """h_chunk @ weight.T + bias: [rows, V] logits in h_chunk's dtype, on the CPU in blocks of the head's rows (see
+    CPU_VOCAB_BLOCK). On CUDA weight and bias already have h_chunk's dtype."""
+    if h_chunk.is_cuda:
+        return h_chunk @ weight.t() if bias is None else torch.addmm(bias, h_chunk, weight.t())
+    logits = h_chunk.new_empty(h_chunk.shape[0], weight.shape[0])
+    block = h_chunk.new_empty(h_chunk.shape[0], min(weight.shape[0], CPU_VOCAB_BLOCK))  # a GEMM output that stays in cache
+    for v0, v1, head in _head_blocks(weight, h_chunk.dtype):
         out = block[:, : v1 - v0]
         if bias is None:
-            torch.mm(h_chunk, weight[v0:v1].t(), out=out)
+            torch.mm(h_chunk, head.t(), out=out)
         else:
-            torch.addmm(bias[v0:v1], h_chunk, weight[v0:v1].t(), out=out)
+            torch.addmm(bias[v0:v1], h_chunk, head.t(), out=out)
         logits[:, v0:v1] = out
     return logits
 
 
+def blocked_linear(x, weight, bias=None):
+    """F.linear(x, weight, bias) in x's dtype over a weight stored in a narrower one (a fp32 run's frozen LM head
+    kept in bf16) without a [V, H] copy of it: on the CPU one block of its rows is upcast at a time. No autograd:
+    for generation and evaluation."""
+    if x.is_cuda:
+        weight = weight.to(x.dtype)
+    logits = _chunk_logits(x.reshape(-1, x.shape[-1]), weight, None if bias is None else bias.to(x.dtype))
+    return logits.view(*x.shape[:-1], weight.shape[0])
+
+
 def _times_head_(out, grad_logits, head):
-    """out = grad_logits @ head for grad_logits[rows, V], head[V, H] of one dtype; on the CPU summed over blocks of
-    the head's rows (see CPU_VOCAB_BLOCK)."""
+    """out = grad_logits @ head for grad_logits[rows, V] and head[V, H] in out's dtype; on the CPU summed over
+    blocks of the head's rows (see CPU_VOCAB_BLOCK), each upcast there if the head is stored narrower."""
     if grad_logits.is_cuda:
         return torch.mm(grad_logits, head, out=out)
     out.zero_()
-    for v0 in range(0, head.shape[0], CPU_VOCAB_BLOCK):
-        out.addmm_(grad_logits[:, v0 : v0 + CPU_VOCAB_BLOCK], head[v0 : v0 + CPU_VOCAB_BLOCK])
+    for v0, v1, block in _head_blocks(head, out.dtype):
+        out.addmm_(grad_logits[:, v0:v1], block)
     return out
 
 
-def _grad_h_chunk_(out, grad_logits, head, grad_spliced=None, rows=None):
-    """out = grad_logits @ head (+ grad_spliced @ rows), summed in the head's dtype and rounded into out once."""
-    if head.dtype == grad_logits.dtype == out.dtype:
-        _times_head_(out, grad_logits, head)
-        return out if rows is None else out.addmm_(grad_spliced, rows)
-    total = _times_head_(torch.empty_like(out, dtype=head.dtype), grad_logits.to(head.dtype), head)
+def _grad_h_chunk_(out, grad_logits, head, dtype, grad_spliced=None, rows=None):
+    """out = grad_logits @ head (+ grad_spliced @ rows), summed in dtype (rows already in it) and rounded into out
+    once."""
+    total = out if out.dtype == dtype else torch.empty_like(out, dtype=dtype)
+    _times_head_(total, grad_logits.to(dtype), head)
     if rows is not None:
-        total.addmm_(grad_spliced.to(head.dtype), rows)
-    return out.copy_(total)
+        total.addmm_(grad_spliced.to(dtype), rows)
+    return out if total is out else out.copy_(total)
 
 
 def _chunked_pass(h, weight, bias, override, labels, ignore_index, softcap, chunk_size, row_scale, needs):
     """Losses of the kept rows h[n, H] and, for each True in needs (hidden, weight, bias, override rows), that
     gradient: d sum_r(row_scale[r] * loss_r) -- hidden in h's dtype, the others accumulated in fp32.
     override: None or (token_ids[k], rows[k, H]) standing in for weight[token_ids].
-    h, weight, bias and rows already have the dtype the matmuls run in; autocast must not recast them."""
+    h, bias and rows already have the dtype the matmuls run in (autocast must not recast them); weight has it too or
+    is stored narrower (upcast here: on CUDA once, on the CPU block by block)."""
     need_h, need_w, need_b, need_rows = needs
     n_rows, n_vocab = h.shape[0], weight.shape[0]
     losses = torch.empty(n_rows, dtype=torch.float32, device=h.device)
@@ -103,15 +122,16 @@ def _chunked_pass(h, weight, bias, override, labels, ignore_index, softcap, chun
     grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=h.device) if need_w else None
     grad_b = torch.zeros(n_vocab, dtype=torch.float32, device=h.device) if need_b else None
     ids, rows = override if override is not None else (None, None)
+    if h.is_cuda:
+        weight = weight.to(h.dtype)
     grad_rows = torch.zeros(rows.shape, dtype=torch.float32, device=h.device) if need_rows else None
     want_grad = any(needs)
     chunk_rows = chunk_size or default_chunk_rows(n_vocab, h.dtype, h.device)
     max_elements = CHUNK_ELEMENTS if h.is_cuda else max(CHUNK_ELEMENTS, CPU_MIN_CHUNK_ROWS * n_vocab)
     # The CPU's bf16 GEMM is ~70x slower than its fp32 one for this long-K product (64 x 16,384 x 640 rows:
     # 9.5 s against 0.13 s, torch 2.13), so there grad_h contracts the chunk's gradient with an fp32 head.
-    fp32_for_grad_h = not h.is_cuda and need_h
-    head_for_grad_h = weight.float() if fp32_for_grad_h else weight
-    rows_for_grad_h = None if rows is None else rows.float() if fp32_for_grad_h else rows
+    grad_h_dtype = h.dtype if h.is_cuda else torch.promote_types(h.dtype, torch.float32)
+    rows_for_grad_h = None if rows is None else rows.to(grad_h_dtype)
     with torch.autocast(h.device.type, enabled=False):
         for s, e in chunk_bounds(n_rows, n_vocab, chunk_rows, max_elements):
             h_chunk = h[s:e]
@@ -132,7 +152,7 @@ def _chunked_pass(h, weight, bias, override, labels, ignore_index, softcap, chun
                 if need_rows:
                     _add_matmul_(grad_rows, grad_spliced.t(), h_chunk)
             if need_h:
-                _grad_h_chunk_(grad_h[s:e], logits, head_for_grad_h, grad_spliced, rows_for_grad_h)
+                _grad_h_chunk_(grad_h[s:e], logits, weight, grad_h_dtype, grad_spliced, rows_for_grad_h)
             if need_w:
                 _add_matmul_(grad_w, logits.t(), h_chunk)
             del logits  # else the next chunk's logits are allocated while this chunk's are still held
@@ -155,12 +175,15 @@ class _LinearCrossEntropy(torch.autograd.Function):
         n_valid = valid.sum()
         ctx.hidden_shape, ctx.hidden_dtype = hidden.shape, hidden.dtype
         ctx.dtypes = tuple(None if t is None else t.dtype for t in (weight, bias, override_rows))
-        h = hidden.reshape(-1, hidden.shape[-1]).index_select(0, kept)
+        # autocast's dtype, else the wider of hidden's and weight's: a weight stored narrower (a fp32 run's frozen
+        # head kept in bf16) is computed with in fp32, upcast chunk by chunk
+        dtype = compute_dtype or torch.promote_types(hidden.dtype, weight.dtype)
+        h = hidden.reshape(-1, hidden.shape[-1]).index_select(0, kept).to(dtype)
         if compute_dtype is not None:
-            h, weight = h.to(compute_dtype), weight.to(compute_dtype)
-            bias = None if bias is None else bias.to(compute_dtype)
-        if override_rows is not None:  # in the head's dtype, as PEFT's merged copy has them
-            override_rows = override_rows.to(weight.dtype)
+            weight = weight.to(compute_dtype)
+        bias = None if bias is None else bias.to(dtype)
+        if override_rows is not None:  # in the dtype the head computes in, as PEFT's merged copy has them
+            override_rows = override_rows.to(dtype)
         y = flat_labels.index_select(0, kept)
         needs = tuple(grad_enabled and ctx.needs_input_grad[i] for i in (0, 1, 2, 4))
         args = (ignore_index, softcap, chunk_size)

@@ -1,5 +1,5 @@
-"""kernels.frozen_bf16: in a fp32 run, bf16-exact frozen LoRA base weights are stored in bf16 and computed in fp32.
-The reference is the same patched model keeping its fp32 weights: loss, LoRA gradients and the logits after an
+"""kernels.frozen_bf16: in a fp32 run, bf16-exact frozen LoRA base weights and the frozen embedding table / LM head
+(tied in gemma3, separate in llama) are stored in bf16 and computed in fp32. The reference is the same patched model keeping its fp32 weights: loss, LoRA gradients and the logits after an
 optimizer step equal it bit for bit (keeping gate and up or recomputing them), and so do PEFT's own paths
 (adapters disabled, merged, fastft's merged view). Weights that are not bf16 values stay fp32."""
 import pytest
@@ -26,6 +26,15 @@ def bf16_valued(model):
 
 def base_weights(model) -> dict:
     return {name: p for name, p in model.named_parameters() if name.endswith("base_layer.weight")}
+
+
+def tables(model) -> list:
+    """The input embedding's and the LM head's weights (one when tied)."""
+    lm = model.get_base_model()
+    return list({id(m.weight): m.weight for m in (lm.get_input_embeddings(), lm.get_output_embeddings())}.values())
+
+
+TABLES = {"llama": 2, "gemma3": 1}
 
 
 def pair(family, checkpointing=False, dropout=0.0):
@@ -67,7 +76,8 @@ def test_bf16_storage_trains_bit_for_bit_as_fp32(family, dropout, checkpointing)
     assert len(weights) == 14 and all(w.dtype == torch.bfloat16 and not w.requires_grad for w in weights.values())
     assert all(isinstance(w, torch.nn.Parameter) for w in weights.values())
     assert all(w.dtype == torch.float32 for w in base_weights(reference).values())
-    assert "frozen_bf16: 14 LoRA base weights kept in bf16" in report.lines()[-1]
+    assert len(tables(stored)) == TABLES[family] and all(w.dtype == torch.bfloat16 for w in tables(stored))
+    assert f"frozen_bf16: 14 LoRA base weights and {TABLES[family]} embedding/LM-head tables kept in bf16" in report.lines()[-1]
     assert_equal_steps(reference, stored, prompt_masked_batch())
 
 
@@ -80,7 +90,7 @@ def test_a_weight_that_is_not_a_bf16_value_stays_fp32():
     store_frozen_bf16(model, report, torch.float32)
     assert {n: w.dtype for n, w in base_weights(model).items() if w.dtype == torch.float32} == {name: torch.float32}
     assert report.notes[-1].endswith("; 1 not bf16-exact stay fp32")
-    assert "13 LoRA base weights kept in bf16" in report.notes[-1]
+    assert "13 LoRA base weights and 2 embedding/LM-head tables kept in bf16" in report.notes[-1]
 
 
 def test_fp32_weights_and_non_fp32_runs_are_left_alone():
@@ -88,7 +98,9 @@ def test_fp32_weights_and_non_fp32_runs_are_left_alone():
     report = apply_kernels(model)
     store_frozen_bf16(model, report, torch.float32)
     assert all(w.dtype == torch.float32 for w in base_weights(model).values())
-    assert report.notes[-1] == "frozen_bf16: 0 LoRA base weights kept in bf16 (0.000 GiB less), exact: computed in fp32; 14 not bf16-exact stay fp32"
+    assert all(w.dtype == torch.float32 for w in tables(model))
+    assert report.notes[-1] == ("frozen_bf16: 0 LoRA base weights and 0 embedding/LM-head tables kept in bf16 (0.000 GiB "
+                                "less), exact: computed in fp32; 15 not bf16-exact stay fp32")
     model = bf16_valued(tiny_peft("gemma3"))
     report = apply_kernels(model)
     store_frozen_bf16(model, report, torch.bfloat16)  # a bf16 run: its own dtype decides
@@ -165,4 +177,44 @@ def test_a_weight_another_module_holds_stays_fp32():
     store_frozen_bf16(model, report, torch.float32)
     kept = {n for n, w in base_weights(model).items() if w.dtype == torch.float32}
     assert kept == {"base_model.model.model.layers.0.self_attn.q_proj.base_layer.weight"}  # named once
-    assert "12 LoRA base weights kept in bf16" in report.notes[-1]  # both layers holding it left out
+    assert "12 LoRA base weights and 2 embedding/LM-head tables" in report.notes[-1]  # both layers holding it left out
+
+
+def test_tables_stay_fp32_where_their_readers_would_not_upcast():
+    """A tied table whose head the loss kernel does not read (kernels.loss off) and a table PEFT's trainable tokens
+    wrap (lora.train_tokens: PEFT merges rows into it in its own dtype) stay fp32; an untied embedding alone may go."""
+    model = bf16_valued(tiny_peft("gemma3"))
+    report = apply_kernels(model, {"loss": False})
+    store_frozen_bf16(model, report, torch.float32)
+    assert [w.dtype for w in tables(model)] == [torch.float32]
+    model = bf16_valued(tiny_peft("gemma3", trainable_token_indices=[3, 7]))
+    report = apply_kernels(model)
+    store_frozen_bf16(model, report, torch.float32)
+    lm = model.get_base_model()
+    assert lm.get_input_embeddings().token_adapter.get_base_layer().weight.dtype == torch.float32
+    assert "and 0 embedding/LM-head tables kept in bf16" in report.notes[-1]
+    model = bf16_valued(tiny_peft("llama"))
+    report = apply_kernels(model, {"loss": False})
+    store_frozen_bf16(model, report, torch.float32)
+    lm = model.get_base_model()
+    assert (lm.get_input_embeddings().weight.dtype, lm.get_output_embeddings().weight.dtype) == (torch.bfloat16,
+                                                                                               torch.float32)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_stored_tables_give_the_fp32_model_loss_gradients_and_generation(family):
+    """transformers' own loss (the head's forward with a gradient) and greedy generation (the head without one, block
+    by block) read the bf16 tables as the fp32 model reads its copy."""
+    reference, stored, _ = pair(family)
+    batch = prompt_masked_batch()
+    for model in (reference, stored):
+        model.zero_grad()
+        model(**batch).loss.backward()
+    assert lora_grads(stored).keys() == lora_grads(reference).keys()
+    for name, grad in lora_grads(reference).items():
+        assert torch.equal(lora_grads(stored)[name], grad), name
+    prompt = {"input_ids": batch["input_ids"][:2, :6], "attention_mask": batch["attention_mask"][:2, :6]}
+    outputs = [model.eval().generate(**prompt, max_new_tokens=5, do_sample=False, output_scores=True,
+                                     return_dict_in_generate=True) for model in (reference, stored)]
+    assert torch.equal(outputs[1].sequences, outputs[0].sequences)
+    assert all(torch.allclose(a, b, rtol=1e-5, atol=1e-5) for a, b in zip(outputs[1].scores, outputs[0].scores))

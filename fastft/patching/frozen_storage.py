@@ -8,6 +8,12 @@ bytes with bit-identical results. Checked per weight: a fp32 checkpoint's weight
 The other paths that multiply by such a weight keep computing in fp32: the base nn.Linear gets a forward that
 upcasts (PEFT's own forward calls it when adapters are disabled, merged or given extra arguments), and PEFT's merge
 first gives the layer its fp32 weight back, so a merged weight is the one a fp32 base would give.
+
+The frozen embedding table (tied to the LM head or not) and a frozen LM head are stored the same way when every
+module holding the weight is one whose computation is known here: the input embedding looks up then upcasts
+(exact), and the head is read only by the prompt-masked loss (linear_cross_entropy upcasts it block by block) and
+by generation (blocked_linear). A table that PEFT's trainable tokens wrap (lora.train_tokens) stays fp32: PEFT
+merges its rows into the table in the table's dtype.
 """
 import ctypes
 import sys
@@ -17,15 +23,29 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..kernels import blocked_linear
 from .install import install, installed, ours
 from .lora import kernel_adapter, lora_forward
+from .loss import causal_lm_of
 from .mlp import mlp_forward
 
 
 @ours
 def upcast_linear_forward(self, x):
-    """nn.Linear's forward over a weight stored in a narrower dtype than x."""
-    return F.linear(x, self.weight.to(x.dtype), self.bias)
+    """nn.Linear's forward over a weight stored in a narrower dtype than x; without x's gradient (generation) with
+    no upcast copy of the whole weight."""
+    if torch.is_grad_enabled() and x.requires_grad:
+        return F.linear(x, self.weight.to(x.dtype), self.bias)
+    return blocked_linear(x, self.weight, self.bias)
+
+
+@ours
+def upcast_embedding_forward(self, ids):
+    """The embedding's forward over a table stored in bf16, in fp32: the lookup, then an exact upcast (Gemma 3's
+    embed_scale multiplies in fp32, as its fp32 forward does)."""
+    out = F.embedding(ids, self.weight, self.padding_idx).float()
+    scale = getattr(self, "embed_scale", None)
+    return out if scale is None else out * scale.to(out.dtype)
 
 
 def merge_in_fp32(self, *args, **kwargs):
@@ -56,6 +76,32 @@ def _storable(layer, uses: dict) -> bool:
             and uses[id(weight)] == 1)
 
 
+def _known_embedding(module) -> bool:
+    """An input embedding whose forward upcast_embedding_forward reproduces: nn.Embedding's, or Gemma 3's scaled one."""
+    from transformers.models.gemma3.modeling_gemma3 import Gemma3TextScaledWordEmbedding
+
+    return (type(module) in (nn.Embedding, Gemma3TextScaledWordEmbedding) and "forward" not in module.__dict__
+            and module.max_norm is None and not module.sparse)
+
+
+def _tables(model, report, uses: dict) -> list[tuple[torch.Tensor, list]]:
+    """(weight, the modules holding it) for the frozen fp32 embedding table and LM head that can be kept in bf16:
+    each module holding the weight is the plain input embedding or a plain head read through the loss kernel."""
+    lm = causal_lm_of(model)
+    embed, head = lm.get_input_embeddings(), lm.get_output_embeddings()
+    holders = {}
+    if _known_embedding(embed):
+        holders.setdefault(id(embed.weight), []).append(embed)
+    if report.uses("loss") and type(head) is nn.Linear and "forward" not in head.__dict__:
+        holders.setdefault(id(head.weight), []).append(head)
+    tables = []
+    for modules in holders.values():
+        weight = modules[0].weight
+        if weight.dtype == torch.float32 and not weight.requires_grad and uses[id(weight)] == len(modules):
+            tables.append((weight, modules))
+    return tables
+
+
 def _as_bf16(weight: torch.Tensor) -> torch.Tensor | None:
     """The fp32 `weight` as bf16 when every value is a bf16 value (the low 16 bits of each are zero: its bf16 round
     trip equals it), else None. Read through 16-bit views: no fp32-sized temporary."""
@@ -74,14 +120,24 @@ def _return_freed_pages() -> None:
         trim(0)
 
 
-def store_frozen_bf16(model, report, dtype: torch.dtype) -> None:
-    """In a run computing in fp32 (`dtype`), store the bf16-exact base weights of the LoRA layers fastft's kernels
-    serve in bf16; one line in `report`'s notes."""
-    if dtype != torch.float32:
-        return
-    uses = {}
-    for _, param in model.named_parameters(remove_duplicate=False):
-        uses[id(param)] = uses.get(id(param), 0) + 1
+def _store_tables(model, report, uses: dict) -> tuple[int, int, int]:
+    """Keep the bf16-exact frozen embedding table / LM head in bf16: (stored, not bf16-exact, bytes saved)."""
+    stored = inexact = saved = 0
+    for weight, modules in _tables(model, report, uses):
+        narrow = _as_bf16(weight)
+        if narrow is None:
+            inexact += 1
+            continue
+        saved += weight.numel() * (weight.element_size() - narrow.element_size())
+        weight.data = narrow  # one Parameter: a tied head and the embedding both see the bf16 storage
+        for module in modules:
+            install(module, upcast_linear_forward if isinstance(module, nn.Linear) else upcast_embedding_forward)
+        stored += 1
+    return stored, inexact, saved
+
+
+def _store_lora_bases(model, uses: dict) -> tuple[int, int, int]:
+    """Keep the bf16-exact base weights of the LoRA layers fastft serves in bf16: (stored, not bf16-exact, bytes)."""
     stored = inexact = saved = 0
     for layer in _served_layers(model):
         if not _storable(layer, uses):
@@ -96,10 +152,24 @@ def store_frozen_bf16(model, report, dtype: torch.dtype) -> None:
         install(base, upcast_linear_forward)
         layer.merge = types.MethodType(merge_in_fp32, layer)
         stored += 1
-    if stored:
+    return stored, inexact, saved
+
+
+def store_frozen_bf16(model, report, dtype: torch.dtype) -> None:
+    """In a run computing in fp32 (`dtype`), store the bf16-exact base weights of the LoRA layers fastft's kernels
+    serve, and the frozen embedding table / LM head, in bf16; one line in `report`'s notes."""
+    if dtype != torch.float32:
+        return
+    uses = {}
+    for _, param in model.named_parameters(remove_duplicate=False):
+        uses[id(param)] = uses.get(id(param), 0) + 1
+    stored, inexact, saved = _store_lora_bases(model, uses)
+    tables, inexact_tables, table_saved = _store_tables(model, report, uses)
+    if stored or tables:
         _return_freed_pages()
-    if stored or inexact:
+    if stored or inexact or tables or inexact_tables:
         report.notes.append(
-            f"frozen_bf16: {stored} LoRA base weights kept in bf16 ({saved / 2**30:.3f} GiB less), exact: computed in "
-            f"fp32; {inexact} not bf16-exact stay fp32"
+            f"frozen_bf16: {stored} LoRA base weights and {tables} embedding/LM-head tables kept in bf16 "
+            f"({(saved + table_saved) / 2**30:.3f} GiB less), exact: computed in fp32; {inexact + inexact_tables} not "
+            f"bf16-exact stay fp32"
         )

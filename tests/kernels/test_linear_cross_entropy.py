@@ -214,3 +214,34 @@ def test_cpu_head_in_vocab_blocks(monkeypatch, reduction):
     monkeypatch.setattr(lce_mod, "CPU_VOCAB_BLOCK", 64)
     ours = run_backend(monkeypatch, "torch", _ours(labels, reduction, SOFTCAP, chunk_size=None), inputs)
     assert_all_close(ours, ref, torch.float32, NAMES)
+
+
+@pytest.mark.parametrize("override", [False, True], ids=["plain", "row-override"])
+@pytest.mark.parametrize("reduction", ["mean", "none"])
+def test_head_stored_in_bf16_computes_as_its_fp32_copy(monkeypatch, reduction, override):
+    """A fp32 run's frozen head stored in bf16 (frozen_bf16): loss and gradients bit for bit those of the same values
+    held in fp32, the head upcast block by block (nine blocks of 64 rows at V = 515, the last partial)."""
+    hidden, weight, bias, labels = _head(37, 24, 515, torch.float32, seed=23)
+    narrow = weight.detach().bfloat16()
+    rows = torch.randn(2, 24, generator=torch.Generator().manual_seed(5)).requires_grad_()
+    ids = torch.tensor([3, 400])
+    monkeypatch.setattr(lce_mod, "CPU_VOCAB_BLOCK", 64)
+
+    def run(head):
+        loss = linear_cross_entropy(hidden, head, labels, bias, IGNORE, reduction, SOFTCAP,
+                                    row_override=(ids, rows) if override else None)
+        inputs = (hidden, bias, rows) if override else (hidden, bias)
+        return [loss.detach(), *torch.autograd.grad(loss.sum(), inputs)]
+
+    stored, reference = run(narrow), run(narrow.float())
+    assert len(stored) == 3 + override and all(torch.equal(a, b) for a, b in zip(stored, reference))
+
+
+def test_blocked_linear_is_linear_over_the_upcast_weight(monkeypatch):
+    monkeypatch.setattr(lce_mod, "CPU_VOCAB_BLOCK", 64)
+    gen = torch.Generator().manual_seed(2)
+    x, weight, bias = torch.randn(2, 3, 24, generator=gen), torch.randn(515, 24, generator=gen), torch.randn(515)
+    narrow = weight.bfloat16()
+    expected = F.linear(x, narrow.float(), bias)
+    assert torch.allclose(lce_mod.blocked_linear(x, narrow, bias), expected, rtol=1e-5, atol=1e-5)
+    assert lce_mod.blocked_linear(x, narrow).shape == (2, 3, 515)
