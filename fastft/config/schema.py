@@ -122,8 +122,8 @@ class KernelsSection(Section):
     mlp: bool = Field(True, description="fused LoRA MLP block (gated activation)")
     loss: bool = Field(True, description="prompt-masked loss: the LM head and cross-entropy on labelled positions only")
     frozen_bf16: bool = Field(
-        True, description="in a fp32 run, LoRA base weights that are bf16 values (a bf16 checkpoint) stored in bf16, "
-                          "computed in fp32: same results, half their memory")
+        True, description="in a fp32 run, frozen LoRA base weights and embedding/LM-head tables that are bf16 values "
+                          "(a bf16 checkpoint) stored in bf16, computed in fp32: same results, half their memory")
 
 
 class GenerationSection(Section):
