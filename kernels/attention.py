@@ -12,9 +12,12 @@ The output is one buffer laid out [B, L, H, D] and returned as its [B, H, L, D] 
 .transpose(1, 2).contiguous() before the output projection copies nothing and that projection's saved input
 shares this function's saved output. k and v with fewer heads than q (grouped-query attention) are saved at their
 own size. Saved for backward: q, k, v, the output, the logsumexp and the caller's mask (sdpa saves a float copy of
-a bool mask). The mask is not differentiated. CPU only; no dropout.
+a bool mask); a q or k that apply_rope rotated from an rms_norm output is saved as its recipe (rope.rope_recipe)
+and rebuilt in backward. The mask is not differentiated. CPU only; no dropout.
 """
 import torch
+
+from .rope import rebuild_rope, rope_recipe
 
 _FORWARD = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
 _BACKWARD = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward
@@ -65,6 +68,16 @@ def _blocks(additive, spans):
         yield r0, r1, k0, k1, None if additive is None else additive[..., r0:r1, k0:k1]
 
 
+def _to_save(t: torch.Tensor):
+    """(tensors to save for q or k, params to rebuild it or None): a rotated norm output is saved as its recipe."""
+    recipe = rope_recipe(t)
+    return ((t,), None) if recipe is None else recipe
+
+
+def _restored(saved, params) -> torch.Tensor:
+    return saved[0] if params is None else rebuild_rope(saved, params)
+
+
 class BlockAttention(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q, k, v, mask, is_causal, scale, spans):
@@ -79,14 +92,16 @@ class BlockAttention(torch.autograd.Function):
                 lse = torch.empty(batch, rows, heads, dtype=l.dtype)
             out[:, r0:r1].copy_(o.transpose(1, 2))
             lse[:, r0:r1].copy_(l.transpose(1, 2))
-        ctx.save_for_backward(q, k, v, out, lse, mask)
-        ctx.config = (is_causal, scale, spans)
+        (q_kept, q_params), (k_kept, k_params) = _to_save(q), _to_save(k)
+        ctx.save_for_backward(*q_kept, *k_kept, v, out, lse, mask)
+        ctx.config = (is_causal, scale, spans, len(q_kept), q_params, k_params)
         return out.transpose(1, 2)
 
     @staticmethod
     def backward(ctx, grad_out):
-        q, k, v, out, lse, mask = ctx.saved_tensors
-        is_causal, scale, spans = ctx.config
+        is_causal, scale, spans, n_q, q_params, k_params = ctx.config
+        *kept, v, out, lse, mask = ctx.saved_tensors
+        q, k = _restored(kept[:n_q], q_params), _restored(kept[n_q:], k_params)
         batch, heads, rows, _ = q.shape
         kv_heads, keys = k.shape[1], k.shape[2]
         groups = heads // kv_heads

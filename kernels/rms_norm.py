@@ -118,7 +118,10 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float = 1e-6, offset: f
     if cast_before_weight is None:
         cast_before_weight = offset == 0.0
     args = (float(eps), float(offset), bool(cast_before_weight), use_triton(x, weight))
-    y = RMSNormFunction.apply(x, weight, *args)
+    # The rows the function keeps (a copy when x's layout needs one, as for the [B, T, H, D].transpose(1, 2) q/k a
+    # q_norm reads) are the recipe's input: a consumer keeping the recipe then keeps no storage of its own.
+    x_rows = _rows(x)
+    y = RMSNormFunction.apply(x_rows, weight, *args).view(x.shape)
     if y.requires_grad:
-        y.fastft_norm_recipe = ((x, weight), (*args, y.dtype))
+        y.fastft_norm_recipe = ((x_rows, weight), (*args, y.dtype))
     return y

@@ -5,11 +5,16 @@ cos/sin exactly as given, with one rounding at the end to the dtype torch's type
 (q's dtype when cos/sin already have it, as Hugging Face rotary embeddings return them).
 q and k keep their layout (the [B, T, H, D].transpose(1, 2) views attention code makes are read in place).
 cos/sin are not differentiated.
+
+A rotated q or k whose input is an rms_norm output (Gemma 3's q_norm / k_norm) carries its recipe (rope_recipe()):
+the norm's kept rows and weight and the cos/sin this function keeps anyway. Attention saves that instead of the
+rotated tensor and rebuilds it in backward (rebuild_rope()), so no [B, H, T, D] copy of q or k stays alive.
 """
 import torch
 
 from . import triton_rope
 from ._backend import use_triton
+from .rms_norm import norm_recipe, rebuild
 
 
 def torch_rope_rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, out_dtype: torch.dtype, adjoint: bool):
@@ -58,4 +63,26 @@ def apply_rope(q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin: torch.T
         raise ValueError(f"apply_rope: cos/sin {tuple(cos.shape)}, {tuple(sin.shape)} "
                          f"do not match [B, {seq_len}, {head_dim}]")
     cos, sin = cos.expand(batch, seq_len, head_dim), sin.expand(batch, seq_len, head_dim)
-    return RoPEFunction.apply(q, k, cos, sin, use_triton(q, k, cos, sin))
+    triton_path = use_triton(q, k, cos, sin)
+    q_out, k_out = RoPEFunction.apply(q, k, cos, sin, triton_path)
+    for x, out in ((q, q_out), (k, k_out)):
+        recipe = norm_recipe(x)
+        if recipe is not None and out.requires_grad:
+            out.fastft_rope_recipe = ((*recipe[0], cos, sin), (recipe[1], x.shape, out.dtype, triton_path),
+                                      out._version)
+    return q_out, k_out
+
+
+def rope_recipe(t: torch.Tensor):
+    """(tensors, params) rebuilding t bit for bit if t is apply_rope's rotation of an rms_norm output and has not
+    been changed in place since, else None."""
+    recipe = getattr(t, "fastft_rope_recipe", None)
+    return None if recipe is None or recipe[2] != t._version else recipe[:2]
+
+
+def rebuild_rope(tensors, params) -> torch.Tensor:
+    """The rotated tensor rope_recipe() described: the norm's output rebuilt, then rotated by the same forward."""
+    *norm_tensors, cos, sin = tensors
+    norm_params, shape, out_dtype, triton_path = params
+    rotate = triton_rope.rope_rotate if triton_path else torch_rope_rotate
+    return rotate(rebuild(norm_tensors, norm_params).view(shape), cos, sin, out_dtype, adjoint=False)
