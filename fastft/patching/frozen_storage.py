@@ -15,7 +15,6 @@ module holding the weight is one whose computation is known here: the input embe
 by generation (blocked_linear). A table that PEFT's trainable tokens wrap (lora.train_tokens) stays fp32: PEFT
 merges its rows into the table in the table's dtype.
 """
-import ctypes
 import sys
 import types
 
@@ -24,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..kernels import blocked_linear
+from ..runtime.heap import return_freed_pages
 from .install import install, installed, ours
 from .lora import kernel_adapter, lora_forward
 from .loss import causal_lm_of
@@ -112,14 +112,6 @@ def _as_bf16(weight: torch.Tensor) -> torch.Tensor | None:
     return halves[..., high].contiguous().view(torch.bfloat16)
 
 
-def _return_freed_pages() -> None:
-    """glibc keeps the freed fp32 weights as holes in its heap, so the process would not shrink (Gemma 3 270M:
-    0.27 GiB more resident than fp32 storage, measured); malloc_trim hands them back to the OS."""
-    trim = getattr(ctypes.CDLL(None), "malloc_trim", None) if sys.platform == "linux" else None
-    if trim is not None:  # glibc only (musl has none)
-        trim(0)
-
-
 def _store_tables(model, report, uses: dict) -> tuple[int, int, int]:
     """Keep the bf16-exact frozen embedding table / LM head in bf16: (stored, not bf16-exact, bytes saved)."""
     stored = inexact = saved = 0
@@ -166,7 +158,7 @@ def store_frozen_bf16(model, report, dtype: torch.dtype) -> None:
     stored, inexact, saved = _store_lora_bases(model, uses)
     tables, inexact_tables, table_saved = _store_tables(model, report, uses)
     if stored or tables:
-        _return_freed_pages()
+        return_freed_pages()  # else glibc keeps the freed fp32 copies as holes in its heap (Gemma 3 270M LoRA bases: 0.27 GiB)
     if stored or inexact or tables or inexact_tables:
         report.notes.append(
             f"frozen_bf16: {stored} LoRA base weights and {tables} embedding/LM-head tables kept in bf16 "
