@@ -28,10 +28,14 @@ def torch_rope_rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, out
     return rotated.mul_(sin).addcmul_(x, cos).to(out_dtype)
 
 
+def _rotator(triton_path: bool):
+    return triton_rope.rope_rotate if triton_path else torch_rope_rotate
+
+
 class RoPEFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q, k, cos, sin, triton_path):
-        rotate = triton_rope.rope_rotate if triton_path else torch_rope_rotate
+        rotate = _rotator(triton_path)
         table_dtype = torch.promote_types(cos.dtype, sin.dtype)
         q_out = rotate(q, cos, sin, torch.promote_types(q.dtype, table_dtype), adjoint=False)
         k_out = rotate(k, cos, sin, torch.promote_types(k.dtype, table_dtype), adjoint=False)
@@ -43,7 +47,7 @@ class RoPEFunction(torch.autograd.Function):
     def backward(ctx, dq_out, dk_out):
         cos, sin = ctx.saved_tensors
         q_dtype, k_dtype, triton_path = ctx.config
-        rotate = triton_rope.rope_rotate if triton_path else torch_rope_rotate
+        rotate = _rotator(triton_path)
         dq = rotate(dq_out, cos, sin, q_dtype, adjoint=True) if ctx.needs_input_grad[0] else None
         dk = rotate(dk_out, cos, sin, k_dtype, adjoint=True) if ctx.needs_input_grad[1] else None
         return dq, dk, None, None, None
@@ -84,5 +88,5 @@ def rebuild_rope(tensors, params) -> torch.Tensor:
     """The rotated tensor rope_recipe() described: the norm's output rebuilt, then rotated by the same forward."""
     *norm_tensors, cos, sin = tensors
     norm_params, shape, out_dtype, triton_path = params
-    rotate = triton_rope.rope_rotate if triton_path else torch_rope_rotate
+    rotate = _rotator(triton_path)
     return rotate(rebuild(norm_tensors, norm_params).view(shape), cos, sin, out_dtype, adjoint=False)

@@ -15,6 +15,7 @@ module holding the weight is one whose computation is known here: the input embe
 by generation (blocked_linear). A table that PEFT's trainable tokens wrap (lora.train_tokens) stays fp32: PEFT
 merges its rows into the table in the table's dtype.
 """
+import functools
 import sys
 import types
 
@@ -84,9 +85,9 @@ def _known_embedding(module) -> bool:
             and module.max_norm is None and not module.sparse)
 
 
-def _tables(model, report, uses: dict) -> list[tuple[torch.Tensor, list]]:
-    """(weight, the modules holding it) for the frozen fp32 embedding table and LM head that can be kept in bf16:
-    each module holding the weight is the plain input embedding or a plain head read through the loss kernel."""
+def _tables(model, report, uses: dict) -> list:
+    """(weight, its patch) for the frozen fp32 embedding table and LM head that can be kept in bf16: each module
+    holding the weight is the plain input embedding or a plain head read through the loss kernel."""
     lm = causal_lm_of(model)
     embed, head = lm.get_input_embeddings(), lm.get_output_embeddings()
     holders = {}
@@ -98,8 +99,25 @@ def _tables(model, report, uses: dict) -> list[tuple[torch.Tensor, list]]:
     for modules in holders.values():
         weight = modules[0].weight
         if weight.dtype == torch.float32 and not weight.requires_grad and uses[id(weight)] == len(modules):
-            tables.append((weight, modules))
+            tables.append((weight, functools.partial(_patch_table_holders, modules)))
     return tables
+
+
+def _patch_table_holders(modules) -> None:
+    for module in modules:
+        install(module, upcast_linear_forward if isinstance(module, nn.Linear) else upcast_embedding_forward)
+
+
+def _lora_bases(model, uses: dict):
+    """(base weight, its patch) for the LoRA layers fastft's kernels serve whose base can be stored."""
+    for layer in _served_layers(model):
+        if _storable(layer, uses):
+            yield layer.get_base_layer().weight, functools.partial(_patch_lora_layer, layer)
+
+
+def _patch_lora_layer(layer) -> None:
+    install(layer.get_base_layer(), upcast_linear_forward)
+    layer.merge = types.MethodType(merge_in_fp32, layer)
 
 
 def _as_bf16(weight: torch.Tensor) -> torch.Tensor | None:
@@ -112,37 +130,18 @@ def _as_bf16(weight: torch.Tensor) -> torch.Tensor | None:
     return halves[..., high].contiguous().view(torch.bfloat16)
 
 
-def _store_tables(model, report, uses: dict) -> tuple[int, int, int]:
-    """Keep the bf16-exact frozen embedding table / LM head in bf16: (stored, not bf16-exact, bytes saved)."""
+def _store(candidates) -> tuple[int, int, int]:
+    """Keep each (weight, patch) candidate's weight in bf16 where that is exact, then patch its readers:
+    (stored, not bf16-exact, bytes saved)."""
     stored = inexact = saved = 0
-    for weight, modules in _tables(model, report, uses):
+    for weight, patch in candidates:
         narrow = _as_bf16(weight)
         if narrow is None:
             inexact += 1
             continue
         saved += weight.numel() * (weight.element_size() - narrow.element_size())
-        weight.data = narrow  # one Parameter: a tied head and the embedding both see the bf16 storage
-        for module in modules:
-            install(module, upcast_linear_forward if isinstance(module, nn.Linear) else upcast_embedding_forward)
-        stored += 1
-    return stored, inexact, saved
-
-
-def _store_lora_bases(model, uses: dict) -> tuple[int, int, int]:
-    """Keep the bf16-exact base weights of the LoRA layers fastft serves in bf16: (stored, not bf16-exact, bytes)."""
-    stored = inexact = saved = 0
-    for layer in _served_layers(model):
-        if not _storable(layer, uses):
-            continue
-        base = layer.get_base_layer()
-        narrow = _as_bf16(base.weight)
-        if narrow is None:
-            inexact += 1
-            continue
-        saved += base.weight.numel() * (base.weight.element_size() - narrow.element_size())
-        base.weight.data = narrow  # the fp32 storage is freed here: nothing else holds it
-        install(base, upcast_linear_forward)
-        layer.merge = types.MethodType(merge_in_fp32, layer)
+        weight.data = narrow  # the fp32 storage is freed here (a tied table is one Parameter: both holders see it)
+        patch()
         stored += 1
     return stored, inexact, saved
 
@@ -155,8 +154,8 @@ def store_frozen_bf16(model, report, dtype: torch.dtype) -> None:
     uses = {}
     for _, param in model.named_parameters(remove_duplicate=False):
         uses[id(param)] = uses.get(id(param), 0) + 1
-    stored, inexact, saved = _store_lora_bases(model, uses)
-    tables, inexact_tables, table_saved = _store_tables(model, report, uses)
+    stored, inexact, saved = _store(_lora_bases(model, uses))
+    tables, inexact_tables, table_saved = _store(_tables(model, report, uses))
     if stored or tables:
         return_freed_pages()  # else glibc keeps the freed fp32 copies as holes in its heap (Gemma 3 270M LoRA bases: 0.27 GiB)
     if stored or inexact or tables or inexact_tables:
