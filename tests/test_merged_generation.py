@@ -58,9 +58,12 @@ def trained(setup):
 def test_the_view_computes_the_merged_model_and_gives_back_the_same_tensors(trained):
     _, _, model, _, _ = trained
     before = {name: (p.data_ptr(), p.detach().clone()) for name, p in model.named_parameters()}
+    table = next(m for m in tuner_layers(model) if type(m).__name__ == "TrainableTokensLayer").get_base_layer().weight
+    before_table = table.data_ptr()
     unmerged = embedding_rows(model)
     with merged_view(model):
         assert torch.equal(embedding_rows(model), unmerged)  # the trained rows are in the embedding itself now
+        assert table.data_ptr() == before_table  # written into the table in place: no copy of the whole table
         assert all(layer.merged for layer in tuner_layers(model))
     for name, p in model.named_parameters():
         assert p.data_ptr() == before[name][0], name
