@@ -12,6 +12,7 @@ from fastft.errors import FastftError
 from fastft.evaluation.evaluate import task_metrics
 from fastft.metrics import rouge
 from fastft.metrics.loops import loop_count
+from fastft.metrics.tokenize import _kiwi, morphemes
 from tests.factories import recipe_for
 
 BEST = "rouge_sum_morpheme"  # the tiny model's whitespace ROUGE is 0 at every epoch; its morpheme ROUGE is not
@@ -115,6 +116,15 @@ def test_tensorboard_events_hold_loss_eval_loss_and_the_generation_metrics(gener
 def test_metric_names_offered_are_names_task_metrics_returns(task):
     answer = "SWC-107: reentrancy" if task == "classification" else "#Person1#이 우산을 찾는다."
     assert set(GENERATION_METRICS[task]) <= set(task_metrics(task, [answer], [answer]))
+
+
+@pytest.mark.parametrize("task", ["summary", "qa"])
+def test_scoring_does_not_keep_the_morpheme_analyser_for_the_training_after_it(task):
+    answer = "#Person1#이 우산을 찾는다."
+    assert morphemes(answer)  # loaded
+    first = task_metrics(task, [answer], [answer])
+    assert _kiwi.cache_info().currsize == 0  # Kiwi (about 0.5 GiB resident) is not carried into the next epoch
+    assert task_metrics(task, [answer], [answer]) == first  # and the next evaluation loads it again
 
 
 @pytest.mark.parametrize("sets, message", [

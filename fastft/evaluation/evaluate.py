@@ -3,11 +3,13 @@ from pathlib import Path
 
 from ..metrics import classification_metrics, qa_metrics, rouge
 from ..metrics.loops import loop_count
+from ..metrics.tokenize import release_morphemes
 from .predict import read_examples
 
 
 def _both_tokenizations(metric, predictions: list[str], references: list[str]) -> dict:
     morpheme = metric(predictions, references, tokenize="morpheme")
+    release_morphemes()  # a training run scores at each evaluation and trains in between
     return {**metric(predictions, references), **{f"{k}_morpheme": v for k, v in morpheme.items()}}
 
 
