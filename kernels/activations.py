@@ -3,6 +3,8 @@
 Forward stores nothing but its inputs; backward recomputes the activation (one elementwise pass) instead
 of keeping act(gate) alive. Math runs in fp32 and the result is returned in the input dtype.
 """
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -11,11 +13,23 @@ from ._backend import use_triton
 from .triton_act import GELU_ERF, GELU_TANH, SILU
 
 _GELU_APPROX = {"tanh": GELU_TANH, "none": GELU_ERF}
+# gelu's tanh form 0.5 x (1 + tanh(u)), u = sqrt(2/pi) (x + 0.044715 x^3), is x * sigmoid(2u) = x * sigmoid(x (c1 + c3 x^2))
+_GELU_TANH_C1 = 2 * math.sqrt(2 / math.pi)
+_GELU_TANH_C3 = _GELU_TANH_C1 * 0.044715
+
+
+def _gelu_tanh_cpu(x: torch.Tensor) -> torch.Tensor:
+    """gelu(x, approximate="tanh") through the sigmoid: aten's CPU kernel evaluates tanh slowly (AVX2, [2048, 2048]
+    fp32: 14.6 ms, against 6 ms for these four passes); the same function, within fp32 rounding."""
+    inner = torch.addcmul(torch.tensor(_GELU_TANH_C1, dtype=x.dtype), x, x, value=_GELU_TANH_C3)
+    return inner.mul_(x).sigmoid_().mul_(x)
 
 
 def _torch_act(x: torch.Tensor, act: int) -> torch.Tensor:
     if act == SILU:
         return F.silu(x)
+    if act == GELU_TANH and x.device.type == "cpu":
+        return _gelu_tanh_cpu(x)
     return F.gelu(x, approximate="tanh" if act == GELU_TANH else "none")
 
 
