@@ -52,7 +52,10 @@ def limit_address_space(max_bytes: int) -> None:
 
 
 def with_mfu(row: dict, peak_flops: dict[str, float]) -> dict:
-    """Fill useful_mfu of a measured row from its useful FLOPs per step and the peak measured in its dtype."""
+    """A measured row's useful FLOP/s over the peak its own process measured right after its timed steps
+    (useful_mfu: the machine's speed when the row ran; a VM's drifts by a fifth within one run) and over the run's
+    best peak in its dtype, measured before and after all rows (useful_mfu_run)."""
     if row.get("skipped_reason") or not row.get("step_s"):
-        return {**row, "useful_mfu": None}
-    return {**row, "useful_mfu": row["useful_flops_per_step"] / (row["step_s"] * peak_flops[row["dtype"]])}
+        return {**row, "useful_mfu": None, "useful_mfu_run": None}
+    flops, run_peak = row["useful_flops_per_step"] / row["step_s"], peak_flops[row["dtype"]]
+    return {**row, "useful_mfu": flops / (row.get("peak_flops_beside") or run_peak), "useful_mfu_run": flops / run_peak}

@@ -14,8 +14,9 @@ def target_lines(rows) -> list[str]:
     fast = target_row(rows, "fastft", False)
     if fast and fast["useful_mfu"]:  # tokens/s over useful MFU = the tokens/s the useful FLOPs allow at the peak
         bound = fast["tokens_per_s"] / fast["useful_mfu"]
-        lines += ["", f"At the measured peak, this configuration's useful FLOPs allow {bound:.0f} tokens/s; "
-                      f"fastft reaches {fast['useful_mfu']:.0%} of that (its useful MFU)."]
+        lines += ["", f"At the peak measured beside its steps, this configuration's useful FLOPs allow {bound:.0f} "
+                      f"tokens/s; fastft reaches {fast['useful_mfu']:.0%} of that (its useful MFU; "
+                      f"{fast['useful_mfu_run']:.0%} of the run's best peak)."]
     return lines
 
 
@@ -30,7 +31,8 @@ def row_line(r: dict) -> str:
     cells = [r["system"], r["workload"], r["model"], r["seq_len"], r["batch"], r["quant"], r["dtype"],
              checkpointing_label(r["gradient_checkpointing"]), _fmt(r["masked_frac"], ".2f"),
              _fmt(r["tokens_per_s"], ".1f"), _fmt(r["trained_tokens_per_s"], ".1f"), _fmt(r["step_s"], ".2f"),
-             _fmt(r["peak_mem_bytes"], ".2f", GB), _fmt(r["useful_mfu"], ".1%"), _fmt(r.get("first_loss"), ".5f"),
+             _fmt(r["peak_mem_bytes"], ".2f", GB), _fmt(r.get("peak_flops_beside"), ".1f", 1e9), _fmt(r["useful_mfu"], ".1%"),
+             _fmt(r.get("useful_mfu_run"), ".1%"), _fmt(r.get("first_loss"), ".5f"),
              _fmt(r["final_loss"], ".5f"), _fmt(r["grad_norm"], ".4g"), note.replace("|", "/")]
     return "| " + " | ".join(map(str, cells)) + " |"
 
@@ -113,9 +115,11 @@ def markdown(rows: list[dict], meta: dict) -> str:
            f"- Run: `{meta['command']}` ({meta['mode']}); each configuration in a fresh process; "
            f"step time = median of the timed steps after warm-up; the same token batches for every system",
            *settings_lines(rows),
-           f"- Peak for useful MFU, the best {meta['peak_what']} measured in this run: {peak_text(meta)}",
+           f"- Peak for useful MFU: the best {meta['peak_what']} in the row's dtype, measured in the row's own process "
+           "right after its timed steps (peak GFLOP/s beside: the machine's speed when the row ran); the run's peak, "
+           f"measured before and after all rows (MFU vs run's peak): {peak_text(meta)}",
            "- Useful MFU: the FLOPs the result needs (LM head on labelled positions only, frozen weights without "
-           "weight gradients; bench/flops.py) per second, over the peak of the row's dtype. Grad norm: L2 norm of the "
+           "weight gradients; bench/flops.py) per second, over the peak. Grad norm: L2 norm of the "
            "trainable parameters' gradients at the last timed step; a row whose grad norm is 0 or whose loss on "
            "batch 0 did not move (loss before -> final loss) is FAILED and wins nothing. Peak memory: "
            + meta["memory_what"], "",
@@ -132,7 +136,8 @@ def markdown(rows: list[dict], meta: dict) -> str:
             "and up) and on", "", *checkpointing_lines(rows)]
     out += ["", "## All rows", "",
             "| system | workload | model | seq | batch | quant | dtype | grad. ckpt | masked | tokens/s | trained tok/s"
-            " | step s | peak GiB | useful MFU | loss before | final loss | grad norm | kernels / skipped / FAILED |",
-            "|" + "---|" * 18]
+            " | step s | peak GiB | peak GFLOP/s beside | useful MFU | MFU vs run's peak | loss before | final loss"
+            " | grad norm | kernels / skipped / FAILED |",
+            "|" + "---|" * 20]
     out += [row_line(r) for r in rows]
     return "\n".join(out) + "\n"

@@ -16,8 +16,8 @@ from .machine import dtype_unavailable
 
 ROW_PREFIX = "BENCH_ROW "
 FIELDS = ("system", "workload", "model", "seq_len", "batch", "quant", "device", "dtype", "gradient_checkpointing",
-          "tokens_per_s", "trained_tokens_per_s", "step_s", "peak_mem_bytes", "useful_mfu", "first_loss", "final_loss",
-          "grad_norm", "failed_reason", "skipped_reason")
+          "tokens_per_s", "trained_tokens_per_s", "step_s", "peak_mem_bytes", "peak_flops_beside", "useful_mfu",
+          "useful_mfu_run", "first_loss", "final_loss", "grad_norm", "failed_reason", "skipped_reason")
 
 
 @dataclass
@@ -58,11 +58,12 @@ def base_row(cfg: Config) -> dict:
 
 
 def run_config(cfg: Config) -> dict:
-    """The row of one configuration (useful_mfu stays None: it needs the peak, see measure.with_mfu)."""
+    """The row of one configuration (useful_mfu stays None: measure.with_mfu fills it in with the run's peak)."""
     from fastft.training.usage import peak_memory_bytes
 
     from . import systems
     from .flops import useful_step_flops
+    from .machine import measure_peak
     from .measure import median, timed_steps
     from .targets import failure
 
@@ -83,6 +84,8 @@ def run_config(cfg: Config) -> dict:
            "useful_flops_per_step": useful_flops, "first_loss": losses[0], "losses": losses, "final_loss": run.loss(0),
            "grad_norm": run.grad_norm, "peak_mem_bytes": peak_memory_bytes(row["device"]), "kernels": run.notes,
            "settings": run.settings()}
+    # after the peak memory is read: the machine's matmul speed right after the timed steps, in their process
+    row["peak_flops_beside"] = measure_peak([cfg.compute_dtype]).get(cfg.compute_dtype)
     return {**row, "failed_reason": failure(row)}
 
 
