@@ -46,9 +46,9 @@ def merged_view(model):
     """Inside, `model` computes with its adapters merged into its base weights; on leaving, every base weight is the
     tensor it was before (same storage, same values)."""
     layers = _mergeable_layers(model)
-    # All originals first: a tied head shares the embedding's Parameter, which the embedding's merge re-points.
-    held = [(layer, layer.get_base_layer().weight) for layer in layers if not _is_token_rows(layer)]
-    originals = [(weight, weight.data) for _, weight in held]
+    # All originals first: layers sharing a base Parameter (a tied embedding and head) see the first merge re-point it.
+    originals = [(weight, weight.data) for weight in (layer.get_base_layer().weight for layer in layers
+                                                      if not _is_token_rows(layer))]
     rows = []
     try:
         for layer in layers:
