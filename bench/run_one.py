@@ -58,7 +58,8 @@ def base_row(cfg: Config) -> dict:
 
 
 def run_config(cfg: Config) -> dict:
-    """The row of one configuration (useful_mfu stays None: measure.with_mfu fills it in with the run's peak)."""
+    """The row of one configuration, with the matmul peak measured beside its steps (useful_mfu stays None:
+    measure.with_mfu fills it in, needing the run's peak as well)."""
     from fastft.training.usage import peak_memory_bytes
 
     from . import systems
