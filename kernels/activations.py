@@ -18,19 +18,21 @@ _GELU_TANH_C1 = 2 * math.sqrt(2 / math.pi)
 _GELU_TANH_C3 = _GELU_TANH_C1 * 0.044715
 
 
-def _gelu_tanh_cpu(x: torch.Tensor) -> torch.Tensor:
+def _gelu_tanh_cpu(x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
     """gelu(x, approximate="tanh") through the sigmoid: aten's CPU kernel evaluates tanh slowly (AVX2, [2048, 2048]
     fp32: 14.6 ms, against 6 ms for these four passes); the same function, within fp32 rounding."""
-    inner = torch.addcmul(torch.tensor(_GELU_TANH_C1, dtype=x.dtype), x, x, value=_GELU_TANH_C3)
+    inner = torch.addcmul(torch.tensor(_GELU_TANH_C1, dtype=x.dtype), x, x, value=_GELU_TANH_C3, out=out)
     return inner.mul_(x).sigmoid_().mul_(x)
 
 
-def _torch_act(x: torch.Tensor, act: int) -> torch.Tensor:
+def _torch_act(x: torch.Tensor, act: int, out: torch.Tensor | None = None) -> torch.Tensor:
+    """act(x), into `out` when given (x's shape and dtype, not x itself)."""
+    out = torch.empty_like(x) if out is None else out
     if act == SILU:
-        return F.silu(x)
+        return torch.ops.aten.silu.out(x, out=out)
     if act == GELU_TANH and x.device.type == "cpu":
-        return _gelu_tanh_cpu(x)
-    return F.gelu(x, approximate="tanh" if act == GELU_TANH else "none")
+        return _gelu_tanh_cpu(x, out)
+    return torch.ops.aten.gelu.out(x, approximate="tanh" if act == GELU_TANH else "none", out=out)
 
 
 def _torch_act_backward(grad: torch.Tensor, x: torch.Tensor, act: int) -> torch.Tensor:
@@ -47,13 +49,15 @@ def gated_act_forward(gate: torch.Tensor, up: torch.Tensor, act: int) -> torch.T
     return gated_act_forward_keeping_act(gate, up, act)[0]
 
 
-def gated_act_forward_keeping_act(gate: torch.Tensor, up: torch.Tensor, act: int):
+def gated_act_forward_keeping_act(gate: torch.Tensor, up: torch.Tensor, act: int, into=(None, None)):
     """(act(gate) * up, act(gate) in fp32 or None): the PyTorch path hands back the activation it computed, for a
-    gated_act_backward right after (lora_mlp's backward) to use instead of computing it again; Triton's does not."""
+    gated_act_backward right after (lora_mlp's backward) to use instead of computing it again; Triton's does not.
+    into: fp32 tensors of gate's shape the PyTorch path writes act(gate) and the product into (lora_mlp's
+    workspace), or None for new ones; an fp32 product is returned in its tensor."""
     if use_triton(gate, up):
         return triton_act.gated_forward(gate, up, act), None
-    activated = _torch_act(gate.float(), act)
-    return (activated * up.float()).to(gate.dtype), activated
+    activated = _torch_act(gate.float(), act, out=into[0])
+    return torch.mul(activated, up.float(), out=into[1]).to(gate.dtype), activated
 
 
 def gated_act_backward(dh, gate, up, act: int, dg=None, du=None, activated=None):
@@ -66,10 +70,13 @@ def gated_act_backward(dh, gate, up, act: int, dg=None, du=None, activated=None)
     g32, dh32 = gate.float(), dh.float()
     if activated is None:
         activated = _torch_act(g32, act)
-    # every read of dh, gate and up comes before the first write into dg or du, which may alias them
-    grad_gate = _torch_act_backward(dh32 * up.float(), g32, act)
+    # d(gate) is read from dh, gate and up, d(up) from dh: an fp32 dg that aliases none of them takes d(gate) first,
+    # else it goes through a temporary and every read comes before the first write into dg or du
+    direct = dg.dtype == torch.float32 and all(dg.data_ptr() != t.data_ptr() for t in (dh, gate, up))
+    grad_gate = _torch_act_backward(torch.mul(dh32, up.float(), out=dg if direct else None), g32, act)
     torch.mul(dh32, activated, out=du)
-    dg.copy_(grad_gate)
+    if not direct:
+        dg.copy_(grad_gate)
     return dg, du
 
 

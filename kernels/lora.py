@@ -25,9 +25,10 @@ import torch
 
 from . import triton_lora
 from ._backend import use_triton
-from .activations import gated_act_backward, gated_act_forward, gated_act_forward_keeping_act
+from .activations import gated_act_backward, gated_act_forward_keeping_act
 from .rms_norm import norm_recipe, rebuild
 from .triton_act import GELU_TANH, SILU
+from .workspace import workspace
 
 _MLP_ACTIVATIONS = {"swiglu": SILU, "geglu": GELU_TANH}
 LowRankOps = namedtuple("LowRankOps", "skinny lowrank_add_ tn")
@@ -84,21 +85,22 @@ def _lora_forward(ops, x, weight, lora_a, lora_b, scaling: float, bias, dropout_
     return _lora_output(x, weight, xa, lora_b, scaling, bias), xa
 
 
-def _lora_output(x, weight, xa, lora_b, scaling: float, bias=None):
-    """x @ weight.T + bias + scaling * xa @ lora_b.T, given xa: the same ops in forward and in a recompute, so a
-    recomputed output equals the forward's bit for bit."""
-    y = x @ weight.T if bias is None else torch.addmm(bias, x, weight.T)
+def _lora_output(x, weight, xa, lora_b, scaling: float, bias=None, out=None):
+    """x @ weight.T + bias + scaling * xa @ lora_b.T, given xa, into `out` if given: the same ops in forward and in a
+    recompute, so a recomputed output equals the forward's bit for bit."""
+    y = torch.mm(x, weight.T, out=out) if bias is None else torch.addmm(bias, x, weight.T, out=out)
     return y.addmm_(xa, lora_b.T, alpha=scaling)
 
 
 def _lora_backward(ops, dy, x, xa, weight, lora_a, lora_b, scaling: float, dropout_p: float, seed: int,
-                   need_dx: bool, grad_dtypes):
-    """(dx or None, dA, dB) for 2-D contiguous dy, all operands in dy.dtype; dA, dB in grad_dtypes."""
+                   need_dx: bool, grad_dtypes, dx_into=None):
+    """(dx or None, dA, dB) for 2-D contiguous dy, all operands in dy.dtype; dA, dB in grad_dtypes; dx written into
+    dx_into when given."""
     keep_scale = 1.0 / (1.0 - dropout_p)
     dxa = ops.skinny(dy, lora_b, scaling)
     dx = None
     if need_dx:
-        dx = _times_weight(dy, weight)
+        dx = _times_weight(dy, weight, dx_into)
         if dropout_p:  # the mask on the low-rank term is what cuBLAS cannot fuse
             ops.lowrank_add_(dx, dxa, lora_a, keep_scale, dropout_p, seed)
         else:
@@ -108,13 +110,13 @@ def _lora_backward(ops, dy, x, xa, weight, lora_a, lora_b, scaling: float, dropo
     return dx, d_a, d_b
 
 
-def _times_weight(dy: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+def _times_weight(dy: torch.Tensor, weight: torch.Tensor, out=None) -> torch.Tensor:
     """dy @ weight for weight[out, in]. On the CPU a bf16/fp16 matmul whose right operand is row-major ran ~17x
     slower than with a transposed one (256x2048 @ 2048x1024: 9.5 s against 0.57 s with torch 2.13), so the CPU
     gets a transposed copy; cuBLAS takes either layout at full speed."""
     if dy.is_cuda or dy.dtype == torch.float32:
-        return dy @ weight
-    return dy @ weight.T.contiguous().T
+        return torch.mm(dy, weight, out=out)
+    return torch.mm(dy, weight.T.contiguous().T, out=out)
 
 
 def _dtypes(x: torch.Tensor, weight: torch.Tensor) -> tuple[torch.dtype, torch.dtype]:
@@ -233,7 +235,10 @@ class _LoRAMLP(torch.autograd.Function):
             gate, xa_gate = project(x_c, gate_w, gate_a, gate_b, gate_s, seeds[0])
             up, xa_up = project(x_c, up_w, up_a, up_b, up_s, seeds[1])
             del x_c  # a compute-dtype copy (autocast) is not kept: backward casts x2 again
-            y, xa_down = project(gated_act_forward(gate, up, act), down_w, down_a, down_b, down_s, seeds[2])
+            # the product only feeds down's forward: it lives in the workspace (so do backward's temporaries)
+            into = workspace(gate.shape, (torch.float32, torch.float32), gate.device)
+            hidden = gated_act_forward_keeping_act(gate, up, act, into)[0]
+            y, xa_down = project(hidden, down_w, down_a, down_b, down_s, seeds[2])
         inputs, ctx.input_params = _input_to_save(x, x2)
         ctx.n_kept = 0 if recompute else 2
         ctx.save_for_backward(
@@ -255,25 +260,30 @@ class _LoRAMLP(torch.autograd.Function):
         dropout_p, (gate_seed, up_seed, down_seed) = ctx.dropout
         x2 = _saved_input(inputs, ctx.input_params).to(compute)
 
-        def recomputed(xa, weight, lora_a, lora_b, scaling):
-            weight, _, lora_b = _operands(weight, lora_a, lora_b, compute)
-            return _lora_output(x2, weight, xa, lora_b, scaling)
+        # after the saved tensors are unpacked: a checkpointed layer's forward reruns there and uses the workspace
+        activated_into, hidden_into, dh_into, *gate_up_into = workspace(
+            (x2.shape[0], down_a.shape[1]), (torch.float32, torch.float32, compute) + (() if kept else (compute,) * 2),
+            x2.device)
 
-        def project_back(grad, inp, xa, weight, lora_a, lora_b, scaling, seed, need_dx):
+        def recomputed(xa, weight, lora_a, lora_b, scaling, into):
+            weight, _, lora_b = _operands(weight, lora_a, lora_b, compute)
+            return _lora_output(x2, weight, xa, lora_b, scaling, out=into)
+
+        def project_back(grad, inp, xa, weight, lora_a, lora_b, scaling, seed, need_dx, dx_into=None):
             return _lora_backward(
                 ctx.ops, grad, inp, xa, *_operands(weight, lora_a, lora_b, compute), scaling, dropout_p, seed, need_dx,
-                (lora_a.dtype, lora_b.dtype),
+                (lora_a.dtype, lora_b.dtype), dx_into,
             )
 
         with torch.autocast(dy.device.type, enabled=False):
             if kept:
                 gate, up = kept
             else:
-                gate = recomputed(xa_gate, gate_w, gate_a, gate_b, gate_s)
-                up = recomputed(xa_up, up_w, up_a, up_b, up_s)
-            hidden, activated = gated_act_forward_keeping_act(gate, up, ctx.act)
+                gate = recomputed(xa_gate, gate_w, gate_a, gate_b, gate_s, gate_up_into[0])
+                up = recomputed(xa_up, up_w, up_a, up_b, up_s, gate_up_into[1])
+            hidden, activated = gated_act_forward_keeping_act(gate, up, ctx.act, (activated_into, hidden_into))
             dh, d_down_a, d_down_b = project_back(
-                _flat(dy, compute), hidden, xa_down, down_w, down_a, down_b, down_s, down_seed, True)
+                _flat(dy, compute), hidden, xa_down, down_w, down_a, down_b, down_s, down_seed, True, dh_into)
             # hidden and dh are dead once read: the activation backward writes d(gate), d(up) over them.
             d_gate, d_up = gated_act_backward(dh, gate, up, ctx.act, dg=hidden, du=dh, activated=activated)
             del activated

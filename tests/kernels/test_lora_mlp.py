@@ -178,3 +178,22 @@ def test_dropout_matches_peft_with_the_kernels_masks(backend, activation, recomp
     torch.manual_seed(11)
     again = forward_backward(lambda x, *ab: ours(x, *ab, dropout_p=p), [x, *ab], dy)
     assert torch.equal(again[0], out[0]), "same seed, same result"
+
+
+@RECOMPUTE
+@pytest.mark.parametrize("activation", ["swiglu", "geglu"])
+def test_blocks_in_one_graph_share_the_workspace_and_match_peft(torch_backend, activation, recompute):
+    """Two MLP blocks in sequence, then one backward through both, as a model's layers run: every forward and
+    backward after the first writes its temporaries over the previous one's (CPU workspace), and a second pass with
+    more tokens grows the buffer. Values and gradients still equal PEFT's."""
+    mlp = peft_mlp(activation)
+    x, _, ab = _inputs(mlp, torch.float32)
+    ours, theirs = _ours(mlp, activation, recompute=recompute), _peft(mlp)
+
+    def two_blocks(run):
+        return lambda x, *ab: run(torch.tanh(run(x, *ab)), *ab)
+
+    for tokens in (x, torch.cat([x, x.flip(1)], dim=1)):
+        dy = torch.randn(tokens.shape[:-1] + (HIDDEN,), generator=torch.Generator().manual_seed(2))
+        ref = forward_backward(two_blocks(theirs), [tokens, *ab], dy)
+        assert_all_close(forward_backward(two_blocks(ours), [tokens, *ab], dy), ref, torch.float32, GRAD_NAMES)
