@@ -6,7 +6,6 @@ of keeping act(gate) alive. Math runs in fp32 and the result is returned in the 
 import math
 
 import torch
-import torch.nn.functional as F
 
 from . import triton_act
 from ._backend import use_triton
