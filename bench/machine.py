@@ -45,8 +45,12 @@ def total_memory_bytes() -> int:
 def machine_text() -> str:
     import torch
 
+    from fastft.runtime.cpu import native_bf16
+
     cores = f"{os.cpu_count()} logical cores ({torch.get_num_threads()} torch threads)"
-    text = f"{cpu_model()}, {cores}, {total_memory_bytes() / 1024**3:.0f} GiB RAM"
+    # two CPUs of one model name differ in what they run (this project's AMD EPYCs: AVX2 only, and AVX-512 with bf16)
+    isa = f"torch's CPU kernels: {torch.backends.cpu.get_cpu_capability()}, native bf16: {native_bf16() or 'none'}"
+    text = f"{cpu_model()} ({isa}), {cores}, {total_memory_bytes() / 1024**3:.0f} GiB RAM"
     if device() == "cuda":
         props = torch.cuda.get_device_properties(0)
         text = f"{props.name} ({props.total_memory / 1024**3:.0f} GiB); host: {text}"
