@@ -14,8 +14,8 @@ import sys
 import time
 from pathlib import Path
 
-if __package__ in (None, ""):  # run as a script: make `bench` importable from the repository root
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+if __package__ in (None, ""):  # run as a script: the repository root in place of this folder, whose kernels.py
+    sys.path[0] = str(Path(__file__).resolve().parents[1])  # would shadow the `kernels` transformers imports
 
 import torch  # noqa: E402
 
