@@ -8,6 +8,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import pytest  # noqa: E402
+import torch  # noqa: E402
 
 
 @pytest.fixture
@@ -18,6 +19,19 @@ def triton_backend(monkeypatch):
 @pytest.fixture
 def torch_backend(monkeypatch):
     monkeypatch.setenv("FASTFT_KERNEL_BACKEND", "torch")
+
+
+@pytest.fixture(params=["cpu", "cuda"])
+def device(request) -> torch.device:
+    """Where a device-aware test runs: the CPU always, a CUDA GPU where there is one and Triton compiles for it.
+    The interpreter flag holds for the whole process, so a GPU's tests run apart:
+    `TRITON_INTERPRET=0 python -m pytest -k cuda tests/test_patch_parity.py tests/test_autocast_step.py`."""
+    if request.param == "cuda":
+        if not torch.cuda.is_available():
+            pytest.skip("no CUDA GPU here")
+        if os.environ["TRITON_INTERPRET"] == "1":
+            pytest.skip("TRITON_INTERPRET=1 would run the GPU's kernels in Python; run with TRITON_INTERPRET=0")
+    return torch.device(request.param)
 
 
 @pytest.fixture(scope="session")

@@ -43,7 +43,7 @@ def tiny_base(family: str, seed: int = 0):
     return model
 
 
-def quantized_base(family: str, folder):
+def quantized_base(family: str, folder, device: str = "cpu"):
     """The same weights as tiny_base, loaded through bitsandbytes NF4 (fp32 compute) as a QLoRA recipe does."""
     from peft import prepare_model_for_kbit_training
     from transformers import AutoModelForCausalLM, BitsAndBytesConfig
@@ -52,7 +52,8 @@ def quantized_base(family: str, folder):
         tiny_base(family).save_pretrained(folder)
     quant = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
                                bnb_4bit_compute_dtype=torch.float32)
-    model = AutoModelForCausalLM.from_pretrained(folder, quantization_config=quant, dtype=torch.float32)
+    placed = {} if torch.device(device).type == "cpu" else {"device_map": {"": str(device)}}  # loaded there, as 4 bits
+    model = AutoModelForCausalLM.from_pretrained(folder, quantization_config=quant, dtype=torch.float32, **placed)
     return prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
 
 
@@ -66,8 +67,8 @@ def with_lora(base, dropout: float = 0.0, seed: int = 1, **lora_kwargs):
     return get_peft_model(base, config).train()
 
 
-def tiny_peft(family: str, quant_folder=None, **lora_kwargs):
-    base = tiny_base(family) if quant_folder is None else quantized_base(family, quant_folder)
+def tiny_peft(family: str, quant_folder=None, device: str = "cpu", **lora_kwargs):
+    base = tiny_base(family).to(device) if quant_folder is None else quantized_base(family, quant_folder, device)
     return with_lora(base, **lora_kwargs)
 
 
@@ -80,6 +81,10 @@ def prompt_masked_batch(seed: int = 5, batch: int = 3, length: int = 13, prompt:
     labels = ids.masked_fill(mask == 0, -100)
     labels[:, :prompt] = -100
     return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+
+
+def on(device, batch: dict) -> dict:
+    return {name: t.to(device) for name, t in batch.items()}
 
 
 def lora_grads(model) -> dict:

@@ -9,7 +9,7 @@ import torch
 from fastft.patching import apply_kernels
 from fastft.patching.loss import prompt_masked_loss
 from tests.kernels.numerics import assert_rel_close
-from tests.test_patch_models import FAMILIES, lora_grads, prompt_masked_batch, tiny_peft
+from tests.test_patch_models import FAMILIES, lora_grads, on, prompt_masked_batch, tiny_peft
 
 # The interpreter runs every kernel program in Python: a smaller batch keeps the Triton runs to seconds.
 SMALL = dict(batch=2, length=9, prompt=5)
@@ -51,9 +51,10 @@ def test_torch_path_matches_unpatched(family, quantized, base_folders, monkeypat
 
 @pytest.mark.parametrize("quantized", [False, True], ids=["lora", "qlora"])
 @pytest.mark.parametrize("family", FAMILIES)
-def test_triton_path_matches_unpatched(family, quantized, base_folders, monkeypatch):
-    model = tiny_peft(family, base_folders(family) if quantized else None)
-    assert_parity(model, prompt_masked_batch(**SMALL), monkeypatch, "triton")
+def test_triton_path_matches_unpatched(family, quantized, device, base_folders, monkeypatch):
+    model = tiny_peft(family, base_folders(family) if quantized else None, device)
+    batch = prompt_masked_batch(**SMALL) if device.type == "cpu" else prompt_masked_batch()
+    assert_parity(model, on(device, batch), monkeypatch, "triton")
 
 
 @pytest.mark.parametrize("family", FAMILIES)
