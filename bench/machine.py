@@ -71,7 +71,7 @@ def busy_warning(load: float, peak_before: dict | None = None, peak_after: dict 
     """Why the timings may be distorted, or "" when the machine looked quiet. With every core busy, OpenMP threads
     wait on each other's time slices: steps measured here ran 3-35x slower while other work was running."""
     notes = []
-    if load > 0.5:
+    if load > 0.25 * (os.cpu_count() or 1):  # a quarter of the cores: 0.5 on this project's 2-core machines
         notes.append(f"the 1-minute load average was {load:.1f} on {os.cpu_count()} cores when the run started")
     for dtype, before in (peak_before or {}).items():
         after = peak_after[dtype]
