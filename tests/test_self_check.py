@@ -141,3 +141,16 @@ def test_on_the_cpu_the_check_is_skipped():
     report = apply_kernels(tiny_peft("llama"))
     assert "self-check skipped on CPU: PyTorch paths run" in report.lines()
     assert all(report.uses(switch) for switch in SWITCHES.values())
+
+
+def test_the_check_runs_on_the_device_the_run_trains_on(monkeypatch):
+    """A LoRA base is patched while still on the CPU, and the Trainer moves it to the GPU afterwards: the check
+    follows the run's device, not the parameters' (on the H200 it said "skipped on CPU" for a GPU run)."""
+    from fastft.patching import apply_kernels, self_check
+
+    checked_on = []
+    monkeypatch.setattr(self_check, "run_self_check", lambda shapes, device, name, kinds: checked_on.append(device) or [])
+    monkeypatch.setenv("FASTFT_KERNEL_BACKEND", "auto")
+    report = apply_kernels(tiny_peft("llama"), device="cuda")
+    assert checked_on == [torch.device("cuda")]
+    assert not any("skipped" in line for line in report.lines()), report.lines()

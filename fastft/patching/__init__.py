@@ -35,16 +35,19 @@ def _switches(kernels_cfg) -> dict:
     return {kind: bool(getattr(kernels_cfg, kind, True)) for kind in _SWITCHES}
 
 
-def apply_kernels(model, kernels_cfg=None, dtype=None, check_backend=None, checkpointing=False) -> PatchReport:
+def apply_kernels(model, kernels_cfg=None, dtype=None, check_backend=None, checkpointing=False,
+                  device=None) -> PatchReport:
     """Patch `model` (PeftModelForCausalLM, or a transformers model with PEFT LoRA layers) in place.
     dtype: the run's compute dtype for the self-check (default the model's); check_backend: run the self-check on
     that backend wherever the model is (tests: "triton" through the interpreter), instead of on CUDA only.
-    checkpointing: training.gradient_checkpointing; "selective" makes the fused MLP blocks recompute gate and up."""
+    checkpointing: training.gradient_checkpointing; "selective" makes the fused MLP blocks recompute gate and up.
+    device: where the run trains, for the self-check (default: where the model is; a base loaded on the CPU moves to
+    the GPU with the Trainer, after patching)."""
     on = _switches(kernels_cfg)
     family, model_type = family_for(getattr(model, "config", None))
     report = PatchReport(family=family.name if family else model_type)
     report.turned_off = [kind for kind in _SWITCHES if not on[kind]]
-    report.checks, failed = check_before_patching(model, on, dtype, check_backend)
+    report.checks, failed = check_before_patching(model, on, dtype, check_backend, device)
     report.checked_off = [kind for kind in _SWITCHES if kind in failed]
     on.update(dict.fromkeys(failed, False))
     if on["loss"]:

@@ -247,10 +247,12 @@ def _skip_reason(device: torch.device) -> str | None:
     return None
 
 
-def check_before_patching(model, on: dict, dtype=None, name: str | None = None) -> tuple[list[str], set[str]]:
+def check_before_patching(model, on: dict, dtype=None, name: str | None = None,
+                          device=None) -> tuple[list[str], set[str]]:
     """(summary lines, the kernels.<switch> names the check turned off) for the kinds `on` enables.
-    name=None: Triton on a CUDA model, skipped elsewhere; a backend name runs it anyway (tests: the interpreter)."""
-    device = next(model.parameters()).device
+    name=None: Triton on a CUDA device, skipped elsewhere; a backend name runs it anyway (tests: the interpreter).
+    device: where the run trains (default: where the model is now)."""
+    device = next(model.parameters()).device if device is None else torch.device(device)
     if name is None:
         reason = _skip_reason(device)
         if reason:

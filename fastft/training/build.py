@@ -38,7 +38,8 @@ def build_model(resolved, backend: str = "hf") -> LoadedModel:
         set_seed(recipe.seed)
         model = add_lora(model, recipe.lora, recipe.model.quantization == "nf4",
                          full_checkpointing(recipe.training.gradient_checkpointing), resolved.trained_token_ids)
-    kernels = apply_kernels(model, recipe.kernels, dtype, checkpointing=recipe.training.gradient_checkpointing)
+    kernels = apply_kernels(model, recipe.kernels, dtype, checkpointing=recipe.training.gradient_checkpointing,
+                            device=device_name())  # a LoRA base is still on the CPU here; the Trainer moves it
     if recipe.kernels.frozen_bf16:
         store_frozen_bf16(model, kernels, dtype)
     trainable, total = count_params(model)
