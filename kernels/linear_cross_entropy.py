@@ -2,7 +2,8 @@
 
 Rows whose label is ignored are dropped before the matmul; the kept rows go through the head in chunks, and
 each chunk's logits are turned in place into their gradient (Triton kernel or its PyTorch twin) and immediately
-contracted into the hidden / weight / bias gradients. For the scalar reductions that happens in the forward and
+contracted into the hidden / weight / bias gradients. On the CPU an fp32 call that wants at most the hidden's
+gradient takes one pass over the head instead, holding no logits (online_head.py). For the scalar reductions that happens in the forward and
 backward only scales; for "none" the backward recomputes the chunks with the per-row grad_output folded in.
 
 A row override (token_ids, rows) computes as if weight[token_ids] were `rows`: those columns of each chunk's logits
@@ -15,8 +16,17 @@ CUDA; the loss is fp32 and every gradient comes back in its input's dtype.
 """
 import torch
 
-from .cross_entropy import (CHUNK_ELEMENTS, ce_rows, check_args, check_labels, chunk_bounds, loss_grad_scale,
-                            reduce_losses)
+from ._backend import use_triton
+from .cross_entropy import (
+    CHUNK_ELEMENTS,
+    ce_rows,
+    check_args,
+    check_labels,
+    chunk_bounds,
+    loss_grad_scale,
+    reduce_losses,
+)
+from .online_head import head_blocks, online_pass
 
 # A chunk re-reads the whole head, so on a GPU chunks are as many rows as this many bytes of logits hold:
 # 512 MiB, e.g. 1,024 rows of bf16 (512 of fp32) logits at V = 262,144, 2,093 rows of bf16 at V = 128,256.
@@ -51,16 +61,6 @@ def _add_matmul_(acc, a, b):
         acc.addmm_(a.to(acc.dtype), b.to(acc.dtype))
 
 
-def _head_blocks(head, dtype):
-    """(v0, v1, head[v0:v1] in dtype) for the CPU_VOCAB_BLOCK-row blocks of head[V, H]: a head stored narrower than
-    the computation (bf16 storage of a fp32 run's frozen table) is upcast one block at a time, into one buffer."""
-    n_vocab = head.shape[0]
-    buffer = None if head.dtype == dtype else head.new_empty((min(n_vocab, CPU_VOCAB_BLOCK), head.shape[1]), dtype=dtype)
-    for v0 in range(0, n_vocab, CPU_VOCAB_BLOCK):
-        v1 = min(v0 + CPU_VOCAB_BLOCK, n_vocab)
-        yield v0, v1, head[v0:v1] if buffer is None else buffer[: v1 - v0].copy_(head[v0:v1])
-
-
 def _chunk_logits(h_chunk, weight, bias):
     """h_chunk @ weight.T + bias: [rows, V] logits in h_chunk's dtype, on the CPU in blocks of the head's rows (see
     CPU_VOCAB_BLOCK). On CUDA weight and bias already have h_chunk's dtype."""
@@ -68,7 +68,7 @@ def _chunk_logits(h_chunk, weight, bias):
         return h_chunk @ weight.t() if bias is None else torch.addmm(bias, h_chunk, weight.t())
     logits = h_chunk.new_empty(h_chunk.shape[0], weight.shape[0])
     block = h_chunk.new_empty(h_chunk.shape[0], min(weight.shape[0], CPU_VOCAB_BLOCK))  # a GEMM output that stays in cache
-    for v0, v1, head in _head_blocks(weight, h_chunk.dtype):
+    for v0, v1, head in head_blocks(weight, h_chunk.dtype, CPU_VOCAB_BLOCK):
         out = block[:, : v1 - v0]
         if bias is None:
             torch.mm(h_chunk, head.t(), out=out)
@@ -94,7 +94,7 @@ def _times_head_(out, grad_logits, head):
     if grad_logits.is_cuda:
         return torch.mm(grad_logits, head, out=out)
     out.zero_()
-    for v0, v1, block in _head_blocks(head, out.dtype):
+    for v0, v1, block in head_blocks(head, out.dtype, CPU_VOCAB_BLOCK):
         out.addmm_(grad_logits[:, v0:v1], block)
     return out
 
@@ -109,12 +109,22 @@ def _grad_h_chunk_(out, grad_logits, head, dtype, grad_spliced=None, rows=None):
     return out if total is out else out.copy_(total)
 
 
+def _in_one_pass(h, bias, override, softcap, needs) -> bool:
+    """Whether the CPU's one-pass head (online_head.py) computes this call: fp32, at most the hidden's gradient, no
+    bias, row override or softcap. A CPU tensor sent to Triton (the interpreter) takes the chunked pass a GPU runs."""
+    return (h.device.type == "cpu" and not use_triton(h) and h.dtype == torch.float32 and bias is None
+            and override is None and softcap is None and not any(needs[1:]))
+
+
 def _chunked_pass(h, weight, bias, override, labels, ignore_index, softcap, chunk_size, row_scale, needs):
     """Losses of the kept rows h[n, H] and, for each True in needs (hidden, weight, bias, override rows), that
     gradient: d sum_r(row_scale[r] * loss_r) -- hidden in h's dtype, the others accumulated in fp32.
     override: None or (token_ids[k], rows[k, H]) standing in for weight[token_ids].
     h, bias and rows already have the dtype the matmuls run in (autocast must not recast them); weight has it too or
     is stored narrower (upcast here: on CUDA once, on the CPU block by block)."""
+    if _in_one_pass(h, bias, override, softcap, needs):
+        return (*online_pass(h, weight, labels, ignore_index, row_scale, needs[0], CPU_VOCAB_BLOCK, chunk_size),
+                None, None, None)
     need_h, need_w, need_b, need_rows = needs
     n_rows, n_vocab = h.shape[0], weight.shape[0]
     losses = torch.empty(n_rows, dtype=torch.float32, device=h.device)

@@ -25,6 +25,12 @@ def _row_chunks(n_rows: int, n_cols: int):
     return [(start, min(start + step, n_rows)) for start in range(0, n_rows, step)]
 
 
+def _dot_rows(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Per-row dot products of fp32 rows, in fp32 also under autocast (which would run vecdot in its dtype)."""
+    with torch.autocast(a.device.type, enabled=False):
+        return torch.linalg.vecdot(a, b)
+
+
 def _rounded(h: torch.Tensor, cast_before_weight: bool, dtype: torch.dtype) -> torch.Tensor:
     """The normalised rows as the weight sees them: rounded to the input dtype in the Llama order."""
     return h.to(dtype).float() if cast_before_weight else h
@@ -36,11 +42,16 @@ def torch_rms_norm_forward(x, weight, eps: float, offset: float, cast_before_wei
     y = torch.empty((n_rows, n_cols), dtype=out_dtype, device=x.device)
     rstd = torch.empty(n_rows, dtype=torch.float32, device=x.device)
     scale = weight.float() + offset
+    # no rounding between normalising and scaling (fp32, or the Gemma order): write the product into y directly
+    unrounded = y.dtype == torch.float32 and (x.dtype == torch.float32 or not cast_before_weight)
     for start, end in _row_chunks(n_rows, n_cols):
         x_rows = x[start:end].float()  # the input itself when it is fp32: no in-place ops on it
-        rstd[start:end] = torch.rsqrt(x_rows.pow(2).mean(dim=-1) + eps)
-        h = x_rows * rstd[start:end, None]
-        y[start:end] = _rounded(h, cast_before_weight, x.dtype).mul_(scale)
+        r = rstd[start:end]
+        torch.rsqrt(_dot_rows(x_rows, x_rows).div_(n_cols).add_(eps), out=r)
+        if unrounded:
+            torch.mul(x_rows, r[:, None], out=y[start:end]).mul_(scale)
+        else:
+            y[start:end] = _rounded(x_rows * r[:, None], cast_before_weight, x.dtype).mul_(scale)
     return y, rstd
 
 
@@ -56,7 +67,11 @@ def torch_rms_norm_backward(dy, x, weight, rstd, offset: float, cast_before_weig
         dy_rows = dy[start:end].float()
         g = dy_rows * scale
         # d/dx of x * rstd(x) is rstd * (g - h * mean(g * h)); Llama's cast passes gradients straight through
-        dx[start:end] = (g - h * (g * h).mean(dim=-1, keepdim=True)).mul_(r)
+        coefficient = _dot_rows(g, h).div_(n_cols).unsqueeze(1).mul_(r)
+        if dx.dtype == torch.float32:
+            torch.mul(g, r, out=dx[start:end]).addcmul_(h, coefficient, value=-1.0)
+        else:
+            dx[start:end] = g.mul_(r).addcmul_(h, coefficient, value=-1.0)
         if weight_grad:
             dw += (dy_rows * _rounded(h, cast_before_weight, x.dtype)).sum(dim=0)
     return dx, dw

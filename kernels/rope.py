@@ -24,8 +24,11 @@ def torch_rope_rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, out
     if adjoint:  # transpose of x -> x * cos + rotate_half(x) * sin
         sin = -sin.roll(half, dims=-1)
     x = x.float()
-    rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
-    return rotated.mul_(sin).addcmul_(x, cos).to(out_dtype)
+    # x * cos + rotate_half(x) * sin, the rotated halves added in place (no rotate_half copy of x)
+    out = torch.mul(x, cos)
+    out[..., :half].addcmul_(x[..., half:], sin[..., :half], value=-1.0)
+    out[..., half:].addcmul_(x[..., :half], sin[..., half:])
+    return out.to(out_dtype)
 
 
 def _rotator(triton_path: bool):

@@ -85,6 +85,35 @@ def test_fully_masked_rows_match_sdpa():
         assert_rel_close(a, b, name=name)
 
 
+def test_the_smaller_block_serves_masks_it_skips_enough_more_of():
+    """At Gemma 3 270M's 1,024 tokens: its 512-token sliding window (128-row blocks compute 17% fewer pairs than
+    256-row ones) gets the smaller block; a causal mask (10% fewer) keeps BLOCK."""
+    i = torch.arange(1024)
+    causal = i[:, None] >= i[None, :]
+    sliding = causal & (i[:, None] - i[None, :] < 512)
+    for keep, block in ((sliding, attention_module.SMALL_BLOCK), (causal, attention_module.BLOCK)):
+        spans = attention_module._cheaper_spans(keep)
+        assert spans == attention_module.key_spans(keep, block)
+
+
+def test_a_mask_is_prepared_once_for_every_layer_it_reaches(monkeypatch):
+    """A model builds its mask once per forward and passes it to each layer: converted once, again after an
+    in-place change, and forgotten when the mask is freed."""
+    made = []
+    additive = attention_module._additive
+    monkeypatch.setattr(attention_module, "_additive", lambda *a: made.append(1) or additive(*a))
+    mask = right_padded(causal_mask(L, 50), [L, 120])
+    q, k, v = qkv(2, 4, 1, L, 16)
+    first, second = (attention(q, k, v, mask, block=BLOCK) for _ in range(2))
+    assert len(made) == 1 and torch.equal(first, second)
+    mask[..., 0, 1] = True  # in place: a new version
+    attention(q, k, v, mask, block=BLOCK)
+    assert len(made) == 2
+    mask_id = id(mask)
+    del mask, first, second
+    assert not [key for key in attention_module._PREPARED if key[0] == mask_id]
+
+
 def test_spans_hold_every_open_key_and_skip_the_closed_blocks():
     keep = right_padded(causal_mask(L, 50), [L, 120]).flatten(0, 1).any(0)
     spans = attention_module.key_spans(keep, BLOCK)
