@@ -126,12 +126,12 @@ class BlockAttention(torch.autograd.Function):
         out = q.new_empty(batch, rows, heads, v.shape[-1])
         lse = None
         for r0, r1, k0, k1, block_mask in _blocks(additive, spans):
-            o, l = _FORWARD(q[:, :, r0:r1], _heads(k[:, :, k0:k1], groups), _heads(v[:, :, k0:k1], groups),
+            o, block_lse = _FORWARD(q[:, :, r0:r1], _heads(k[:, :, k0:k1], groups), _heads(v[:, :, k0:k1], groups),
                             is_causal=is_causal, attn_mask=block_mask, scale=scale)
             if lse is None:  # the op's accumulation dtype
-                lse = torch.empty(batch, rows, heads, dtype=l.dtype)
+                lse = torch.empty(batch, rows, heads, dtype=block_lse.dtype)
             out[:, r0:r1].copy_(o.transpose(1, 2))
-            lse[:, r0:r1].copy_(l.transpose(1, 2))
+            lse[:, r0:r1].copy_(block_lse.transpose(1, 2))
         (q_kept, q_params), (k_kept, k_params) = _to_save(q), _to_save(k)
         ctx.save_for_backward(*q_kept, *k_kept, v, out, lse, additive)
         ctx.config = (is_causal, scale, spans, len(q_kept), q_params, k_params)
