@@ -12,8 +12,8 @@ The output is one buffer laid out [B, L, H, D] and returned as its [B, H, L, D] 
 .transpose(1, 2).contiguous() before the output projection copies nothing and that projection's saved input
 shares this function's saved output. k and v with fewer heads than q (grouped-query attention) are saved at their
 own size. Saved for backward: q, k, v, the output, the logsumexp and the mask in additive form (as sdpa keeps a bool
-mask), made once per mask object for all the layers a model hands it to; a q or k that apply_rope rotated from an rms_norm output is saved as its recipe (rope.rope_recipe)
-and rebuilt in backward. The mask is not differentiated. CPU only; no dropout.
+mask), made once per mask object for all the layers a model hands it to; a q or k that apply_rope rotated from an
+rms_norm output is saved as its recipe (rope.rope_recipe) and rebuilt in backward. The mask is not differentiated. CPU only; no dropout.
 """
 import weakref
 
@@ -61,11 +61,10 @@ def _cheaper_spans(keep: torch.Tensor) -> list[tuple[int, int, int, int]]:
     return narrow if _pairs(narrow) <= (1 - SMALL_BLOCK_GAIN) * _pairs(wide) else wide
 
 
-def _additive(mask: torch.Tensor | None, dtype) -> torch.Tensor | None:
-    """The mask in the form the flash op takes: additive in q's dtype, 4-D. Converted once per call, not per block:
-    each op on a block is one more parallel region, and those cost most when other processes share the cores."""
-    if mask is None:
-        return None
+def _additive(mask: torch.Tensor, dtype) -> torch.Tensor:
+    """The mask in the form the flash op takes: additive in q's dtype, 4-D. Converted once per mask (_prepared), not
+    per block: each op on a block is one more parallel region, and those cost most when other processes share the
+    cores."""
     if mask.dtype == torch.bool:
         mask = torch.zeros(mask.shape, dtype=dtype).masked_fill_(~mask, float("-inf"))
     return mask.reshape((1,) * (4 - mask.dim()) + mask.shape)

@@ -3,8 +3,9 @@
 Rows whose label is ignored are dropped before the matmul; the kept rows go through the head in chunks, and
 each chunk's logits are turned in place into their gradient (Triton kernel or its PyTorch twin) and immediately
 contracted into the hidden / weight / bias gradients. On the CPU an fp32 call that wants at most the hidden's
-gradient takes one pass over the head instead, holding no logits (online_head.py). For the scalar reductions that happens in the forward and
-backward only scales; for "none" the backward recomputes the chunks with the per-row grad_output folded in.
+gradient takes one pass over the head instead, holding no logits (online_head.py). For the scalar reductions that
+happens in the forward and backward only scales; for "none" the backward recomputes the chunks with the per-row
+grad_output folded in.
 
 A row override (token_ids, rows) computes as if weight[token_ids] were `rows`: those columns of each chunk's logits
 come from `rows` and are spliced in before the loss, their gradient goes to `rows` (and none to weight's rows), so
